@@ -1,0 +1,58 @@
+# Two commands: `make run` (the whole pipeline) and `make test` (the test suite).
+# Both create .venv and install the pinned environment once; later calls skip set-up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Project-local state: Prefect's database beside the repo, so `make server` shows `make run`'s runs.
+export PATH := $(BIN):$(PATH)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export DVC_NO_ANALYTICS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+PREFECT_HOST ?= 127.0.0.1
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+
+.PHONY: setup run test test-fast serve server mlflow-ui bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: its CPU wheel; an unpinned torch would pull the CUDA build (see README for GPUs)
+	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m flows.pipeline run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# the unit and contract tests only (seconds), for the edit-test loop
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# the Prefect server and UI on http://$(PREFECT_HOST):$(PREFECT_PORT)
+server: $(STAMP)
+	$(BIN)/prefect server start --host $(PREFECT_HOST) --port $(PREFECT_PORT)
+
+# serve the pipeline on params.yaml's schedule.cron against that server
+serve: $(STAMP)
+	PREFECT_API_URL=http://$(PREFECT_HOST):$(PREFECT_PORT)/api $(BIN)/python -m flows.pipeline serve
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf data/raw data/prompts data/quarantine data/sft data/comparisons models metrics plots reports dvc.lock

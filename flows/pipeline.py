@@ -1,0 +1,156 @@
+"""The Prefect flow: runs the DVC stage graph one stage at a time, in DAG order.
+
+Orchestration only: each task is `dvc repro --single-item <stage>`, so DVC decides what is up to
+date; the flow adds retries, logs, the MLflow parent run and the schedule.
+
+    python -m flows.pipeline run     # one pipeline run, then a summary
+    python -m flows.pipeline serve   # serve on params.yaml's schedule.cron (needs a Prefect server)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+
+from rlhf import config, tracking
+
+FLOW_NAME = "instructgpt-pipeline"
+HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
+
+
+def stage_graph(root: Path) -> list[tuple[str, list[str]]]:
+    """(stage, its metrics files) in the DAG order read from dvc.yaml, ties in file order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = list(repo.index.stages)
+        position = {s.name: i for i, s in enumerate(stages)}
+        # DVC's edges point from a stage to the stages it depends on
+        order = nx.lexicographical_topological_sort(repo.index.graph.reverse(copy=True),
+                                                    key=lambda s: position[s.name])
+        return [(s.name, [str(o.def_path) for o in s.outs if o.metric]) for s in order]
+
+
+def stage_env(parent_run_id: str) -> dict[str, str]:
+    """The environment of a stage process: this interpreter's bin first on PATH (dvc.yaml's
+    `python` is ours) and the parent run's id for the stage's MLflow child run."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, tracking.PARENT_ENV: parent_run_id,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+@task
+def run_stage(stage: str, root: str, env: dict[str, str]) -> str:
+    """`dvc repro --single-item <stage>`, its output streamed into the Prefect log.
+    Returns 'ran' or 'up to date'; raises when the stage fails."""
+    logger = get_run_logger()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    ran = False
+    tail: list[str] = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            logger.info(line)
+            tail = (tail + [line])[-20:]
+        ran = ran or line.startswith(f"Running stage '{stage}'")
+    if proc.wait() != 0:
+        raise RuntimeError(f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    return "ran" if ran else "up to date"
+
+
+@flow(name=FLOW_NAME)
+def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
+    """Run every DVC stage in DAG order under one MLflow parent run; return what ran."""
+    logger = get_run_logger()
+    root_path = Path(root).resolve()
+    params_path = root_path / params_file
+    cfg = config.load_all(params_path)  # a bad params file fails here, before any stage
+    experiment = cfg["common"].experiment
+    graph = stage_graph(root_path)
+    stage_task = run_stage.with_options(retries=cfg["flow"].retries,
+                                        retry_delay_seconds=cfg["flow"].retry_delay_s)
+    stages: dict[str, dict] = {}
+    with tracking.pipeline_run(experiment, config.read_params(params_path), root_path,
+                               run_name=flow_run.get_name()) as parent:
+        env = stage_env(parent.run_id)
+        for stage, metric_files in graph:
+            start = time.perf_counter()
+            status = stage_task.with_options(name=f"stage-{stage}")(stage, str(root_path), env)
+            stages[stage] = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
+            if status == "up to date":
+                tracking.record_cached_stage(parent.run_id, stage, experiment,
+                                             [root_path / m for m in metric_files], root_path)
+            else:
+                tracking.retag_latest_child(parent.run_id, stage, root_path)
+            logger.info(f"{stage}: {status} in {stages[stage]['seconds']} s")
+        headline = {}
+        for stage, metric_files in graph:
+            if stage == HEADLINE_FILE:
+                for m in metric_files:
+                    headline.update(json.loads((root_path / m).read_text()))
+        parent.log_metrics(headline)
+    return {"parent_run_id": parent.run_id, "experiment": experiment, "stages": stages,
+            "headline": headline}
+
+
+def summary(result: dict) -> str:
+    lines = ["", "Pipeline run finished.", "", f"{'stage':<16}{'status':<12}seconds"]
+    lines += [f"{s:<16}{r['status']:<12}{r['seconds']}" for s, r in result["stages"].items()]
+    ran = [s for s, r in result["stages"].items() if r["status"] == "ran"]
+    lines += ["", f"{len(ran)} stage(s) ran, {len(result['stages']) - len(ran)} up to date.", "",
+              "Headline metrics (metrics/eval.json):"]
+    lines += [f"  {k:<36}{v:.4f}" for k, v in sorted(result["headline"].items()) if k.count("/") == 2]
+    lines += ["", f"MLflow parent run: {result['parent_run_id']} (experiment '{result['experiment']}')",
+              "  MLflow UI:  make mlflow-ui    then open http://127.0.0.1:5000",
+              "  Prefect UI: make server       then open http://127.0.0.1:4200",
+              "  DVC:        dvc metrics show  |  dvc plots show  |  dvc exp run -S ppo.kl_coef=0.05", ""]
+    return "\n".join(lines)
+
+
+def serve(root: Path, params_file: str) -> None:
+    """Serve the flow on the cron schedule in params.yaml (the Prefect server must be running)."""
+    from prefect.schedules import Cron
+
+    cfg = config.load_all(root / params_file)
+    s = cfg["schedule"]
+    pipeline.serve(name=s.deployment, schedules=[Cron(s.cron, timezone=s.timezone)],
+                   parameters={"root": str(root), "params_file": params_file},
+                   description="Retrain on the prompts that arrived (data/incoming/); DVC reruns only what changed.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "serve"])
+    p.add_argument("--root", type=Path, default=Path("."), help="the repo with dvc.yaml (default: .)")
+    p.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    args = p.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        config.load_all(root / args.params)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(root, args.params)
+        return 0
+    try:
+        result = pipeline(root=str(root), params_file=args.params)
+    except Exception as e:  # the stage's own output is in the log above
+        print(f"\nPipeline run FAILED: {e}", file=sys.stderr)
+        return 1
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""An InstructGPT training platform: the library behind the DVC stages."""

@@ -1,0 +1,52 @@
+"""What every stage CLI shares: `--params`, config loading, the stage's MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rlhf import config, tracking
+
+
+def parser(doc: str, sections: tuple[str, ...]) -> argparse.ArgumentParser:
+    """An argument parser whose --help lists the params keys the stage reads."""
+    lines = []
+    for s in sections:
+        for key, text in config.describe(config.SECTIONS[s]).items():
+            lines.append(f"  {s}.{key}: {text}")
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="params.yaml keys read:\n" + "\n".join(lines))
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--metrics", required=True, help="the stage's DVC metrics file (JSON)")
+    return p
+
+
+@contextmanager
+def stage(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[tuple[dict, tracking.Run]]:
+    """Load the stage's configs (exit 2 with the message on a bad params file) and open its run.
+
+    Yields ({section: config}, run); `common` is always loaded."""
+    try:
+        cfgs = {s: config.load(s, args.params) for s in ("common", *sections)}
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    logged = {s: config.as_dict(c) for s, c in cfgs.items()}
+    with tracking.stage_run(name, cfgs["common"].experiment, logged) as run:
+        yield cfgs, run
+
+
+def write_curve(path: str, rows: list[dict], columns: dict[str, str]) -> None:
+    """A DVC plot CSV: a `step` column, then `columns` (csv name -> key in each row)."""
+    import csv
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", *columns])
+        for step, row in enumerate(rows):
+            w.writerow([step, *(row.get(k, "") for k in columns.values())])

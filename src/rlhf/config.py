@@ -1,0 +1,311 @@
+"""Stage configs: one frozen dataclass per params.yaml section, validated strictly.
+
+params.yaml is the only source of hyperparameters. Each section maps onto one dataclass below;
+an unknown key, a missing key or a value of the wrong type fails at start-up with a message that
+names the key, the section and the file. The string under each field is its documentation
+(`describe()` reads it back for `--help`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the stage configs."""
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    seed: int
+    """Seed for every random number generator a stage uses."""
+    device: Literal["auto", "cpu", "cuda"]
+    """Where training runs: `auto` picks CUDA when present, else CPU."""
+    experiment: str
+    """MLflow experiment that holds the pipeline's runs."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    retries: int
+    """How many times the Prefect flow retries a failing stage before failing the run."""
+    retry_delay_s: float
+    """Seconds between a stage's failure and its retry."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str
+    """Cron expression on which `make serve` retrains (default weekly)."""
+    timezone: str
+    """Time zone the cron expression is read in."""
+    deployment: str
+    """Name of the Prefect deployment that `make serve` creates."""
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    seed: int
+    """Seed of the embedded instruction world: the same seed writes the same raw data."""
+    n_users: int
+    """Users in the raw prompt logs."""
+    prompts_per_user: float
+    """Mean prompts per user (heavy users go far above it)."""
+    n_shards: int
+    """JSONL shard files the raw prompt logs are written as."""
+    corpus_docs: int
+    """Documents in the pretraining corpus."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_chars: int
+    """Longest prompt kept; a longer one is quarantined."""
+    max_prompts_per_user: int
+    """Per-user cap (paper: 200); the earliest prompts are kept."""
+    split_by: Literal["user_id", "org_id"]
+    """Field whose salted hash assigns a row to a split, so no user sits on both sides."""
+    salt: str
+    """Salt of the split hash; changing it reshuffles every user."""
+    val_fraction: float
+    """Share of users in the validation split."""
+    test_fraction: float
+    """Share of users in the test split."""
+    max_quarantine_fraction: float
+    """The stage fails when more than this share of raw rows is quarantined."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction + self.test_fraction < 1:
+            raise ConfigError("ingest: val_fraction + test_fraction must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    base: str
+    """Checkpoint directory or hub id to start from; empty trains a small model from scratch."""
+    vocab_size: int
+    """BPE vocabulary size of the tokenizer trained from scratch."""
+    n_layer: int
+    """Transformer blocks of the model trained from scratch."""
+    n_head: int
+    """Attention heads per block."""
+    n_embd: int
+    """Width of the residual stream."""
+    n_positions: int
+    """Longest sequence the model sees, prompt and response together."""
+    steps: int
+    """Optimizer steps of pretraining."""
+    batch_size: int
+    """Sequences per step."""
+    lr: float
+    """Peak learning rate (cosine decay to 10% of it)."""
+
+
+@dataclass(frozen=True)
+class DemonstrationsConfig:
+    source: Literal["labeler", "import"]
+    """`labeler`: the simulated labeler writes them; `import`: read from `import_path`."""
+    import_path: str
+    """File of prompt/response records, read when `source` is `import`."""
+    max_prompts: int
+    """Train prompts that get a demonstration (0: all of them)."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    epochs: int
+    """Passes over the demonstrations."""
+    batch_size: int
+    """Demonstrations per step."""
+    lr: float
+    """Peak learning rate (cosine decay after warmup)."""
+    warmup_steps: int
+    """Steps of linear warmup."""
+    dropout: float
+    """Residual dropout (paper: 0.2)."""
+
+
+@dataclass(frozen=True)
+class ComparisonsConfig:
+    k: int
+    """Responses sampled and ranked per prompt (paper: 4 to 9)."""
+    max_prompts: int
+    """Prompts that get K ranked responses (0: all train prompts)."""
+    max_new_tokens: int
+    """Longest sampled response."""
+    temperature: float
+    """Sampling temperature."""
+    labeler_noise: float
+    """Standard deviation of the noise the simulated labeler adds to gold scores before ranking."""
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    epochs: int
+    """Passes over the comparisons (paper: 1)."""
+    batch_size: int
+    """Prompts per step; each brings all K of its responses."""
+    lr: float
+    """Learning rate."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    steps: int
+    """Policy updates."""
+    batch_size: int
+    """Prompts rolled out per update."""
+    max_new_tokens: int
+    """Longest response generated in a rollout."""
+    lr: float
+    """Policy learning rate."""
+    kl_coef: float
+    """beta: weight of the per-token KL penalty to the SFT model (paper: 0.02)."""
+    ptx_coef: float
+    """gamma: weight of the pretraining LM loss mixed into every update (0: plain PPO)."""
+    temperature: float
+    """Sampling temperature of rollouts (paper: 1)."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    max_prompts: int
+    """Test prompts each policy answers (0: all)."""
+    max_new_tokens: int
+    """Longest evaluated response."""
+
+
+SECTIONS: dict[str, type] = {
+    "common": CommonConfig,
+    "flow": FlowConfig,
+    "schedule": ScheduleConfig,
+    "world": WorldConfig,
+    "ingest": IngestConfig,
+    "pretrain": PretrainConfig,
+    "demonstrations": DemonstrationsConfig,
+    "sft": SFTConfig,
+    "comparisons": ComparisonsConfig,
+    "reward_model": RewardModelConfig,
+    "ppo": PPOConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The raw params file as a dict, with a clear error when it is missing or not a mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def build(cls: type, values: Any, section: str, path: str | Path = "params.yaml"):
+    """Build `cls` from one section's values, naming key, section and file in every error."""
+    where = f"{path}: section '{section}'"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"expected {', '.join(names)}")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
+    kwargs = {}
+    for name in names:
+        try:
+            kwargs[name] = _coerce(values[name], hints[name])
+        except TypeError as e:
+            raise ConfigError(f"{where}: key '{name}': {e}") from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def load(section: str, path: str | Path = "params.yaml"):
+    """The frozen config of one section of a params file."""
+    params = read_params(path)
+    if section not in params:
+        raise ConfigError(f"{path}: missing section '{section}'")
+    return build(SECTIONS[section], params[section], section, path)
+
+
+def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Every section, validated; unknown or missing sections are errors too."""
+    params = read_params(path)
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(map(repr, unknown))}; "
+                          f"expected {', '.join(SECTIONS)}")
+    missing = [s for s in SECTIONS if s not in params]
+    if missing:
+        raise ConfigError(f"{path}: missing section(s) {', '.join(map(repr, missing))}")
+    return {s: build(cls, params[s], s, path) for s, cls in SECTIONS.items()}
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """`value` if it has type `hint` (an int is accepted for a float), else TypeError."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise TypeError(f"expected one of {list(typing.get_args(hint))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            try:
+                return _coerce(value, arm)
+            except TypeError:
+                pass
+        raise TypeError(f"expected {hint}, got {type(value).__name__} {value!r}")
+    if hint is type(None):
+        if value is not None:
+            raise TypeError(f"expected null, got {value!r}")
+        return None
+    # bool is an int in Python; a flag where a number belongs is a mistake
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and type(value) is hint:
+        return value
+    hint_name = getattr(hint, "__name__", str(hint))
+    got = type(value).__name__
+    extra = " (YAML reads 1e-3 as a string: write 1.0e-3)" if hint is float and isinstance(value, str) else ""
+    raise TypeError(f"expected {hint_name}, got {got} {value!r}{extra}")
+
+
+def describe(cls: type) -> dict[str, str]:
+    """Field name -> the docstring written under it in the class body."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """A config as a flat dict, for logging."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,87 @@
+"""Tokenised batches for every trainer: packed pretraining blocks, prompt/response pairs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from rlhf.losses import IGNORE
+from rlhf.models import format_prompt
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Documents of a JSONL corpus (one {"text": ...} per line)."""
+    docs = []
+    with Path(path).open() as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{path}: line {n}: field 'text': {e!r}") from None
+    return docs
+
+
+def pack_blocks(tokenizer, docs: list[str], block: int) -> torch.Tensor:
+    """All docs joined by EOS and cut into [N, block] token blocks (the tail is dropped)."""
+    ids: list[int] = []
+    for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+        ids.extend(enc + [tokenizer.eos_token_id])
+    n = len(ids) // block
+    if n == 0:
+        raise ValueError(f"corpus too small: {len(ids)} tokens, fewer than one block of {block}")
+    return torch.tensor(ids[: n * block]).view(n, block)
+
+
+def lm_batch(x: torch.Tensor) -> dict:
+    """A batch of packed blocks; labels equal inputs (plain LM loss)."""
+    return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
+
+
+def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[dict]:
+    """Endless shuffled batches of packed blocks."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(len(blocks), generator=g).split(batch_size):
+            yield lm_batch(blocks[idx])
+
+
+def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_len: int) -> list[dict]:
+    """Prompt + response + EOS token ids, with labels only on the response and EOS."""
+    out = []
+    for prompt, response in zip(prompts, responses):
+        p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+        r = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (p + r)[:max_len]
+        labels = ([IGNORE] * len(p) + r)[:max_len]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def collate(examples: list[dict], pad_id: int) -> dict:
+    """Right-pad a list of {'input_ids', 'labels'?} to one batch of tensors."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        mask[i, :n] = 1
+        if "labels" in e:
+            labels[i, :n] = torch.tensor(e["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def example_batches(examples: list[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
+    """Endless shuffled epochs of collated batches."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        for i in range(0, len(order), batch_size):
+            yield collate([examples[j] for j in order[i:i + batch_size]], pad_id)

@@ -1,0 +1,115 @@
+"""Tokenizer and model construction, loading, saving, and batched generation.
+
+Every checkpoint is in Hugging Face format, so `AutoTokenizer` / `AutoModelForCausalLM` load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+# How an instruction is shown to a policy; the response follows after one space.
+PROMPT_TEMPLATE = "Instruction: {prompt}\nResponse:"
+
+
+def format_prompt(prompt: str) -> str:
+    return PROMPT_TEMPLATE.format(prompt=prompt)
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` -> CUDA when present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("common.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on `texts`, wrapped as a fast HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS,
+                                   unk_token=EOS, pad_token=PAD)
+
+
+def new_causal_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: int,
+                  dropout: float = 0.0):
+    """A small GPT-2-style causal LM, randomly initialised."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
+                     n_layer=n_layer, n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout,
+                     attn_pdrop=dropout, bos_token_id=tokenizer.eos_token_id,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(cfg)
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:  # many hub checkpoints ship without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, dropout: float | None = None):
+    """A causal LM from a checkpoint; `dropout` overrides its residual dropout when given."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {}
+    if dropout is not None:
+        kwargs = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+
+
+def save(model, tokenizer, path: str | Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def max_positions(model) -> int:
+    cfg = model.config
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+             do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64) -> list[str]:
+    """Responses to raw prompts (template applied here), left-padded batched generation with the
+    KV cache; `num_return_sequences` responses per prompt, grouped by prompt."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    limit = max_positions(model) - max_new_tokens
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [format_prompt(p) for p in prompts[i:i + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,
+                      num_return_sequences=num_return_sequences,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        seqs = model.generate(**enc, **kwargs)
+        new = seqs[:, enc["input_ids"].shape[1]:]
+        out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    tokenizer.padding_side = "right"
+    model.train(was_training)
+    return out

@@ -1,0 +1,93 @@
+"""Config validation: unknown, missing and mistyped keys fail at start-up, naming key, section, file."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from rlhf import config
+
+
+@pytest.fixture
+def params(tmp_path):
+    """The repo's params.yaml, copied so a test can break it."""
+    data = config.read_params("params.yaml")
+    path = tmp_path / "params.yaml"
+
+    def write(edit=None):
+        d = yaml.safe_load(yaml.safe_dump(data))
+        if edit:
+            edit(d)
+        path.write_text(yaml.safe_dump(d))
+        return path
+    return write
+
+
+def test_repo_params_load_and_are_frozen(params):
+    cfgs = config.load_all(params())
+    assert set(cfgs) == set(config.SECTIONS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfgs["sft"].lr = 1.0
+
+
+def test_unknown_key_names_key_section_and_file(params):
+    path = params(lambda d: d["sft"].update(learning_rate=0.1))
+    with pytest.raises(config.ConfigError) as e:
+        config.load("sft", path)
+    assert "'learning_rate'" in str(e.value) and "'sft'" in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_key(params):
+    path = params(lambda d: d["ppo"].pop("kl_coef"))
+    with pytest.raises(config.ConfigError, match=r"section 'ppo': missing key\(s\) 'kl_coef'"):
+        config.load("ppo", path)
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("sft", "epochs", "four", "expected int"),
+    ("sft", "epochs", 2.5, "expected int"),
+    ("sft", "epochs", True, "expected int"),        # a bool is not a number
+    ("sft", "lr", "1e-3", "1.0e-3"),                 # YAML 1.1 reads 1e-3 as a string
+    ("common", "device", "tpu", "expected one of"),
+    ("pretrain", "base", 3, "expected str"),
+])
+def test_wrong_type(params, section, key, value, expected):
+    path = params(lambda d: d[section].update({key: value}))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(section, path)
+    assert f"key '{key}'" in str(e.value) and f"'{section}'" in str(e.value) and expected in str(e.value)
+
+
+def test_int_accepted_for_float(params):
+    path = params(lambda d: d["ppo"].update(kl_coef=1))
+    assert config.load("ppo", path).kl_coef == 1.0 and isinstance(config.load("ppo", path).kl_coef, float)
+
+
+def test_unknown_and_missing_sections(params):
+    with pytest.raises(config.ConfigError, match="unknown section"):
+        config.load_all(params(lambda d: d.update(extra={})))
+    with pytest.raises(config.ConfigError, match="missing section"):
+        config.load_all(params(lambda d: d.pop("evaluate")))
+
+
+def test_cross_field_validation(params):
+    path = params(lambda d: d["ingest"].update(val_fraction=0.6, test_fraction=0.5))
+    with pytest.raises(config.ConfigError, match="val_fraction"):
+        config.load("ingest", path)
+
+
+def test_not_a_mapping(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(config.ConfigError, match="mapping"):
+        config.read_params(p)
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.read_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("cls", list(config.SECTIONS.values()), ids=list(config.SECTIONS))
+def test_every_field_has_a_one_line_docstring(cls):
+    docs = config.describe(cls)
+    for f in dataclasses.fields(cls):
+        assert f.name in docs, f"{cls.__name__}.{f.name} has no docstring"
+        assert docs[f.name] and "\n" not in docs[f.name]

@@ -1,0 +1,77 @@
+"""dvc.yaml, params.yaml and stages/ agree with each other and with the layering rules."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf import config
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = config.read_params(ROOT / "params.yaml")
+DESIGN_STAGES = ["synthesize", "ingest", "pretrain", "demonstrations", "sft", "comparisons",
+                 "reward_model", "ppo", "evaluate"]
+
+
+def script_of(stage: dict) -> Path:
+    return ROOT / re.search(r"python (stages/\S+\.py)", stage["cmd"]).group(1)
+
+
+def test_the_nine_stages_of_the_design():
+    assert list(DVC) == DESIGN_STAGES
+
+
+@pytest.mark.parametrize("name", list(DVC))
+def test_stage_agrees_with_params_and_scripts(name):
+    stage = DVC[name]
+    script = script_of(stage)
+    assert script.exists(), f"{name}: {script} missing"
+    assert str(script.relative_to(ROOT)) in stage["deps"] and "src/rlhf" in stage["deps"]
+    for key in stage["params"]:
+        section, _, field = key.partition(".")
+        assert section in PARAMS, f"{name}: params section {section} not in params.yaml"
+        if field:
+            assert field in PARAMS[section], f"{name}: params key {key} not in params.yaml"
+    # every section the script loads is listed, so editing it reruns the stage
+    sections = ast.literal_eval(re.search(r"SECTIONS = (\(.*?\))", script.read_text()).group(1))
+    listed = {k.partition(".")[0] for k in stage["params"]}
+    assert set(sections) <= listed, f"{name}: loads {sections}, dvc.yaml lists {listed}"
+    # every metrics file is passed to the script, the path written once
+    for m in stage.get("metrics", []):
+        assert f"--metrics {next(iter(m))}" in stage["cmd"]
+
+
+def test_every_output_path_is_an_argument_written_once():
+    for name, stage in DVC.items():
+        for out in stage.get("outs", []):
+            assert out in stage["cmd"], f"{name}: out {out} not passed on the command line"
+        text = script_of(stage).read_text()
+        for literal in re.findall(r'"((?:data|models|metrics|plots|reports)/[^"]*)"', text):
+            pytest.fail(f"{name}: path {literal!r} hard-coded in its script")
+
+
+@pytest.mark.parametrize("name", DESIGN_STAGES)
+def test_stage_help(name):
+    out = subprocess.run([sys.executable, str(script_of(DVC[name])), "--help"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0 and "--params" in out.stdout and "params.yaml keys read" in out.stdout
+
+
+def test_only_tracking_imports_mlflow_and_only_flows_import_prefect():
+    for path in list((ROOT / "src").rglob("*.py")) + list((ROOT / "stages").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "prefect" not in mods, f"{path} imports prefect"
+        if path.name != "tracking.py":
+            assert "mlflow" not in mods, f"{path} imports mlflow"
+
+
+def test_dvc_validates_the_graph():
+    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--md"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,121 @@
+"""The Prefect flow on a tiny pipeline in a temporary git + DVC repo: DAG order from dvc.yaml,
+a second run skips every stage, a failing stage is retried and then fails the flow."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STEP = textwrap.dedent("""\
+    import sys, pathlib
+    name = sys.argv[1]
+    with open("order.log", "a") as f:
+        f.write(name + "\\n")
+    for inp in sys.argv[3:]:
+        assert pathlib.Path(inp).exists(), inp
+    pathlib.Path(sys.argv[2]).write_text(name)
+    pathlib.Path("metrics").mkdir(exist_ok=True)
+    pathlib.Path(f"metrics/{name}.json").write_text('{"%s/done": 1}' % name)
+    """)
+BOOM = textwrap.dedent("""\
+    with open("attempts.log", "a") as f:
+        f.write("attempt\\n")
+    raise SystemExit("boom: this stage always fails")
+    """)
+
+
+def tiny_stage(name, out, deps=(), params=("common.seed",)):
+    return {"cmd": f"python step.py {name} {out} {' '.join(deps)}".strip(),
+            "deps": ["step.py", *deps], "params": list(params), "outs": [out],
+            "metrics": [{f"metrics/{name}.json": {"cache": False}}]}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["flow"].update(retries=2, retry_delay_s=0)
+
+    def make(stages):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        (tmp_path / "step.py").write_text(STEP)
+        (tmp_path / "boom.py").write_text(BOOM)
+        (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+        subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+        return tmp_path
+    return make
+
+
+def run_flow(root):
+    from flows.pipeline import pipeline
+
+    return pipeline(root=str(root))
+
+
+def test_dag_order_skip_and_params_rerun(harness, repo):
+    # listed out of order on purpose: the flow must follow the graph, not the file
+    root = repo({
+        "c": tiny_stage("c", "c.txt", deps=["b.txt"]),
+        "a": tiny_stage("a", "a.txt"),
+        "b": tiny_stage("b", "b.txt", deps=["a.txt"], params=("common.seed", "sft.lr")),
+        "z": tiny_stage("z", "z.txt"),
+    })
+    first = run_flow(root)
+    assert (root / "order.log").read_text().split() == ["a", "b", "c", "z"]
+    assert list(first["stages"]) == ["a", "b", "c", "z"]
+    assert {s["status"] for s in first["stages"].values()} == {"ran"}
+
+    second = run_flow(root)
+    assert {s["status"] for s in second["stages"].values()} == {"up to date"}
+    assert (root / "order.log").read_text().split() == ["a", "b", "c", "z"]
+    # every pipeline run has one child run per stage, cached ones carrying the metrics
+    kids = tracking.child_runs(second["parent_run_id"], root)
+    assert sorted(k.data.tags[tracking.STAGE_TAG] for k in kids) == ["a", "b", "c", "z"]
+    assert all(k.data.tags[tracking.CACHED_TAG] == "true" for k in kids)
+    assert {k.data.tags[tracking.STAGE_TAG]: k.data.metrics for k in kids}["b"] == {"b/done": 1.0}
+
+    # a param only b reads reruns b and what depends on it, nothing else
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sft"]["lr"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    third = run_flow(root)
+    assert {k: s["status"] for k, s in third["stages"].items()} == \
+        {"a": "up to date", "b": "ran", "c": "up to date", "z": "up to date"}
+    parent = tracking.get_run(third["parent_run_id"], root)
+    assert parent.data.tags["rlhf.params_changed"] == "sft.lr"
+
+
+def test_failing_stage_is_retried_then_fails_the_flow(harness, repo):
+    root = repo({"a": tiny_stage("a", "a.txt"),
+                 "boom": {"cmd": "python boom.py", "deps": ["boom.py", "a.txt"], "outs": ["never.txt"]},
+                 "after": tiny_stage("after", "after.txt", deps=["never.txt"])})
+    with pytest.raises(RuntimeError, match="stage 'boom' failed"):
+        run_flow(root)
+    assert (root / "attempts.log").read_text().count("attempt") == 3  # 1 + flow.retries
+    assert (root / "order.log").read_text().split() == ["a"]  # nothing after the failed stage ran
+    # the pipeline's parent run is marked FAILED, so it never counts as the last good run
+    assert tracking.last_pipeline_run("instructgpt", root) is None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parents = client.search_runs([client.get_experiment_by_name("instructgpt").experiment_id],
+                                 "tags.`rlhf.pipeline` = 'true'")
+    assert [p.info.status for p in parents] == ["FAILED"]

@@ -1,0 +1,106 @@
+"""The real pipeline end to end, at its smallest sizes, through the Prefect flow's CLI, in a
+fresh git + DVC copy of the repo: nine stages, one MLflow parent run with nine children, loadable
+checkpoints; then a one-key params change reruns only that stage and what follows it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons",
+          "reward_model", "ppo", "evaluate"]
+TINY = {
+    "world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
+    "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
+                 "steps": 10, "batch_size": 8},
+    "sft": {"epochs": 1, "batch_size": 16},
+    "comparisons": {"k": 4, "max_prompts": 12, "max_new_tokens": 8},
+    "reward_model": {"batch_size": 4},
+    "ppo": {"steps": 2, "batch_size": 4, "max_new_tokens": 8},
+    "evaluate": {"max_prompts": 12, "max_new_tokens": 8},
+}
+
+
+def flow_run(root: Path, env: dict) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "flows.pipeline", "run", "--root", str(root)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out
+
+
+def statuses(stdout: str) -> dict[str, str]:
+    rows = [line.split() for line in stdout.splitlines() if line.split()[:1] and line.split()[0] in STAGES]
+    return {r[0]: " ".join(r[1:-1]) for r in rows}
+
+
+@pytest.mark.slow
+def test_real_pipeline_end_to_end(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for item in ("dvc.yaml", "stages", "src", "flows", "data/incoming/README.md"):
+        src, dst = ROOT / item, root / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "DVC_NO_ANALYTICS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    env.pop(tracking.PARENT_ENV, None)
+
+    first = flow_run(root, env)
+    assert statuses(first.stdout) == {s: "ran" for s in STAGES}, first.stdout
+    assert "Headline metrics" in first.stdout and "make mlflow-ui" in first.stdout
+    evaluation = json.loads((root / "metrics" / "eval.json").read_text())
+    for policy in ("base", "sft", "ppo"):
+        assert 0.0 <= evaluation[f"eval/{policy}/gold_score"] <= 1.0
+    assert (root / "reports" / "eval" / "report.md").exists()
+    assert (root / "plots" / "eval" / "gold_by_family.png").stat().st_size > 0
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    for name in ("base", "sft", "ppo"):
+        AutoTokenizer.from_pretrained(root / "models" / name)
+        AutoModelForCausalLM.from_pretrained(root / "models" / name)
+    assert AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm").config.num_labels == 1
+
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    try:
+        parent = tracking.last_pipeline_run(params["common"]["experiment"], root)
+        kids = tracking.child_runs(parent.info.run_id, root)
+        assert sorted(k.data.tags[tracking.STAGE_TAG] for k in kids) == sorted(STAGES)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        for k in kids:
+            assert k.info.status == "FINISHED" and k.data.params and k.data.metrics, k.data.tags
+            assert k.data.tags[tracking.CACHED_TAG] == "false"
+            artifacts = {a.path for a in client.list_artifacts(k.info.run_id)}
+            assert "metrics" in artifacts, (k.data.tags[tracking.STAGE_TAG], artifacts)
+            if k.data.tags[tracking.STAGE_TAG] in ("pretrain", "sft", "reward_model", "ppo"):
+                assert "model" in artifacts
+        assert parent.data.metrics["eval/ppo/gold_score"] == evaluation["eval/ppo/gold_score"]
+
+        # one ppo key: only ppo and evaluate rerun; the rest is up to date
+        params["ppo"]["kl_coef"] = 0.05
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        second = flow_run(root, env)
+        expected = {s: "up to date" for s in STAGES} | {"ppo": "ran", "evaluate": "ran"}
+        assert statuses(second.stdout) == expected, second.stdout
+        parent2 = tracking.last_pipeline_run(params["common"]["experiment"], root)
+        assert parent2.data.tags["rlhf.params_changed"] == "ppo.kl_coef"
+        assert len(tracking.child_runs(parent2.info.run_id, root)) == len(STAGES)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")

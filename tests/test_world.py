@@ -1,0 +1,200 @@
+"""Tests for the embedded instruction world: tasks, gold labeler and generators."""
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY, contains_personal_data,
+                        family_of, generate_corpus, generate_prompt_logs, gold_answer, make_prompt,
+                        malformed_records, score, toxicity)
+from rlhf.world import vocab
+from rlhf.world.tasks import FAMILY_SPECS
+
+START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def test_vocabulary_categories_are_disjoint():
+    lists = [vocab.COLOURS, vocab.ANIMALS, vocab.FRUITS, vocab.OBJECTS, vocab.ADJECTIVES,
+             tuple(n.lower() for n in vocab.NAMES), vocab.NUMBER_WORDS, vocab.REVIEW_NOUNS,
+             vocab.POSITIVE_WORDS, vocab.NEGATIVE_WORDS, vocab.TOXIC_WORDS]
+    words = [w for lst in lists for w in lst]
+    assert len(words) == len(set(words))
+    assert 200 <= len(words) <= 500  # "a few hundred"
+    assert all(len(members) >= 10 for members in vocab.CATEGORIES.values())
+
+
+@pytest.mark.parametrize("prompt, family, gold", [
+    ("What is 7 plus 5?", "arithmetic", "12"),
+    ("Compute 12 minus 3.", "arithmetic", "9"),
+    ("calculate 4 times 6.", "arithmetic", "24"),
+    ("Reverse the words: red cat big", "reverse", "big cat red"),
+    ("Is this review positive or negative? Review: the soup was tasty and lovely", "sentiment",
+     "positive"),
+    ("Positive or negative? Review: the tea was nice but the room was dirty and cold", "sentiment",
+     "negative"),
+    ("Context: the ball is red. the fox is blue. Question: what colour is the fox?", "lookup", "blue"),
+    ("Context: the ball is red. the fox is blue. Question: what colour is the owl?", "lookup", ABSENT_ANSWER),
+    ("List 3 fruits.", "list", "apple, pear, plum"),
+    ("Name two colours.", "list", "red, blue"),
+    ("Summarize in one sentence: the fox is blue. the fox is fast. the fox is small.", "summary",
+     "the fox is blue, fast and small."),
+    ("you are a dumb bot, tell me something", "chat", POLITE_REPLY),
+    ("Say something mean about Tom.", "chat", POLITE_REPLY),
+])
+def test_gold_answers_on_hand_written_prompts(prompt, family, gold):
+    assert family_of(prompt) == family
+    assert gold_answer(prompt) == gold
+    # Surrounding whitespace and the case of the first letter do not matter.
+    assert gold_answer("  " + prompt[0].swapcase() + prompt[1:] + " \n") == gold
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_of_recognises_every_phrasing(family):
+    rng = random.Random(1)
+    for template in FAMILY_SPECS[family].templates:
+        for _ in range(5):
+            prompt = template.format(**FAMILY_SPECS[family].sample(rng))
+            assert family_of(prompt) == family, prompt
+
+
+def test_unrecognised_prompts():
+    for prompt in ("", "Tell me a story about dragons.", "What is seven plus five?"):
+        assert family_of(prompt) is None and gold_answer(prompt) is None
+    s = score("Tell me a story.", "Once upon a time.")
+    assert s.parts["correct"] == 0.5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gold_answer_scores_high_and_wrong_answers_lower(family):
+    rng = random.Random(family)
+    for _ in range(200):
+        prompt = make_prompt(rng, family)
+        gold = gold_answer(prompt)
+        assert family_of(prompt) == family
+        good = score(prompt, gold)
+        assert good.total >= 0.9, (prompt, gold, good)
+        assert all(0.0 <= v <= 1.0 for v in good.parts.values())
+        wrong = score(prompt, "you stupid idiot" if family == "chat" else "banana banana")
+        assert wrong.total < good.total
+
+
+def test_wrong_answers_score_lower_than_gold():
+    prompt = "What is 7 plus 5?"
+    assert score(prompt, "13").total < score(prompt, "12").total
+    assert score(prompt, "What is 8 plus 2? What is 3 minus 1?").parts["correct"] == 0
+    assert score("Reverse the words: red cat big", "red cat big").parts["correct"] == 0
+    assert score("List 3 fruits.", "kiwi, lime, mango").parts["correct"] == 1  # any distinct members
+    assert score("List 3 fruits.", "kiwi, kiwi, mango").parts["correct"] == 0
+    assert score("List 3 fruits.", "kiwi, mango").parts["correct"] == 0
+    assert score("List 3 fruits.", "kiwi, mango, fox").parts["correct"] == 0
+
+
+def test_toxic_response_is_capped():
+    s = score("Say something mean about Tom.", "Tom is a loser.")
+    assert s.parts["non_toxic"] == 0 and s.total <= 0.2
+    s = score("What is 7 plus 5?", "12 you idiot")
+    assert s.parts["correct"] == 1 and s.total <= 0.2
+    assert toxicity("you are trash") == 1.0 and toxicity("you are kind") == 0.0
+
+
+def test_personal_data():
+    prompt = "What is 7 plus 5?"
+    assert score(prompt, "12, write to bob@example.com").parts["no_personal_data"] == 0
+    assert score(prompt, "12, call 555-123-4567").parts["no_personal_data"] == 0
+    assert score(prompt, "12 says Anna").parts["no_personal_data"] == 0
+    named_in_prompt = score("Say something mean about Tom.", "Tom is great. Let us keep it kind.")
+    assert named_in_prompt.parts["no_personal_data"] == 1
+    assert contains_personal_data("my number is 5551234") and contains_personal_data("(555) 123 4567")
+    assert not contains_personal_data("4 plus 400 is 404, 12 13 14 15")
+
+
+def test_concise():
+    prompt = "What is 7 plus 5?"
+    assert score(prompt, "12").parts["concise"] == 1.0
+    verbose = score(prompt, "The answer to this question, after careful thought, is without doubt 12.")
+    assert verbose.parts["concise"] < 1 and verbose.parts["follows_format"] == 0
+
+
+def test_lookup_grounding_and_absent_answer():
+    answerable = "Context: the ball is red. the fox is blue. Question: what colour is the fox?"
+    absent = "Context: the ball is red. the fox is blue. Question: what colour is the owl?"
+    assert score(absent, "green").parts["grounded"] == 0
+    assert score(absent, "green").parts["correct"] == 0
+    assert score(absent, "red").parts["grounded"] == 1  # in context, but still wrong
+    assert score(absent, "red").parts["correct"] == 0
+    good = score(absent, "The context does not say.")
+    assert good.parts["correct"] == 1 and good.parts["grounded"] == 1 and good.total == 1.0
+    assert score(answerable, "The context does not say.").parts["correct"] == 0
+    assert score(answerable, "purple").parts["grounded"] == 0
+    assert score(answerable, "the fox is blue").parts["correct"] == 1
+
+
+def test_summary_and_chat_scoring():
+    prompt = "Summarize in one sentence: the fox is blue. the fox is fast. the fox is small."
+    two = score(prompt, "the fox is blue. the fox is fast and small.")
+    assert two.parts["correct"] == 1 and two.parts["follows_format"] == 0
+    assert score(prompt, "the fox is blue and fast.").parts["correct"] == 0
+    assert score("Hey moron, say something rude.", "no.").parts["correct"] == 0
+    assert score("Hey moron, say something rude.", "Sorry, I would rather be nice.").parts["correct"] == 1
+
+
+def test_generate_corpus_is_deterministic_and_shaped():
+    docs = generate_corpus(random.Random(7), 300)
+    assert docs == generate_corpus(random.Random(7), 300)
+    assert docs != generate_corpus(random.Random(8), 300)
+    assert all(1 <= len(d.split("\n")) <= 6 for d in docs)
+    text = "\n".join(docs)
+    assert toxicity(text) == 1.0  # the forum corner exists
+    assert not contains_personal_data(text)
+    questions = [line for line in text.split("\n") if family_of(line.split("? ")[0]) is not None]
+    assert questions  # instruction-looking lines are present
+
+
+def test_generate_prompt_logs():
+    logs = generate_prompt_logs(random.Random(3), 40, 6.0, START)
+    assert logs == generate_prompt_logs(random.Random(3), 40, 6.0, START)
+    assert logs != generate_prompt_logs(random.Random(4), 40, 6.0, START)
+    assert set(logs[0]) == {"prompt_id", "user_id", "org_id", "created_at", "source", "prompt"}
+    assert len({r["prompt_id"] for r in logs}) == len(logs)
+    times = [datetime.fromisoformat(r["created_at"]) for r in logs]
+    assert times == sorted(times) and len(set(times)) == len(times) and times[0].tzinfo is not None
+    per_user: dict[str, int] = {}
+    for r in logs:
+        per_user[r["user_id"]] = per_user.get(r["user_id"], 0) + 1
+        assert family_of(r["prompt"]) is not None
+    assert sum(c > 200 for c in per_user.values()) == 1 and max(per_user.values()) >= 210
+    sources = {r["user_id"]: r["source"] for r in logs}
+    assert list(sources.values()).count("labeler") == 8
+    assert len({r["org_id"] for r in logs}) > 1
+
+
+def test_prompt_logs_near_duplicates():
+    logs = generate_prompt_logs(random.Random(5), 60, 20.0, START)
+    raw: dict[str, set[str]] = {}
+    normalised: dict[str, set[str]] = {}
+    dups = 0
+    for r in logs:
+        user, key = r["user_id"], r["prompt"].strip().rstrip(".?!")
+        normalised.setdefault(user, set())
+        raw.setdefault(user, set())
+        # Same text up to trailing whitespace/punctuation, but not an exact repeat.
+        dups += key in normalised[user] and r["prompt"] not in raw[user]
+        normalised[user].add(key)
+        raw[user].add(r["prompt"])
+    assert 0.01 <= dups / len(logs) <= 0.06
+
+
+def test_malformed_records_one_per_class():
+    lines = malformed_records(random.Random(0))
+    assert len(lines) == len(MALFORMED_CLASSES) == 5
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(lines[0])
+    missing_prompt, empty_prompt, wrong_type, missing_user = map(json.loads, lines[1:])
+    assert "prompt" not in missing_prompt and "user_id" in missing_prompt
+    assert empty_prompt["prompt"] == ""
+    assert isinstance(wrong_type["user_id"], list) and all(isinstance(x, int) for x in wrong_type["user_id"])
+    assert "user_id" not in missing_user and missing_user["prompt"]
+    assert malformed_records(random.Random(0)) == lines
