@@ -17,16 +17,18 @@ export HF_HUB_OFFLINE ?= 1
 PREFECT_HOST ?= 127.0.0.1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
+# A wheel index for torch, e.g. PyTorch's CUDA index on a GPU machine; empty: the default index.
+TORCH_INDEX ?=
 
 .PHONY: setup run test test-fast serve server mlflow-ui bench clean
 
 setup: $(STAMP)
 
+# torch goes first and pinned: an unpinned torch pulls the newest CUDA build (README: GPU)
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: its CPU wheel; an unpinned torch would pull the CUDA build (see README for GPUs)
-	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
+	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 

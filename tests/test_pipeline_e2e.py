@@ -4,7 +4,6 @@ checkpoints; then a one-key params change reruns only that stage and what follow
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf import tracking
+from rlhf import tracking, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons",
@@ -43,18 +42,8 @@ def statuses(stdout: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_real_pipeline_end_to_end(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    for item in ("dvc.yaml", "stages", "src", "flows", "data/incoming/README.md"):
-        src, dst = ROOT / item, root / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
+    params = yaml.safe_load((root / "params.yaml").read_text())
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "PREFECT_HOME": str(tmp_path / "prefect"), "DVC_NO_ANALYTICS": "1",
            "TOKENIZERS_PARALLELISM": "false"}

@@ -154,19 +154,9 @@ class Run:
 
 
 @contextmanager
-def stage_run(stage: str, experiment: str, params: Mapping[str, Any] | None = None,
-              root: str | Path | None = None) -> Iterator[Run]:
-    """Open the MLflow run of one stage: a child of the pipeline run when `RLHF_PARENT_RUN_ID`
-    is set, a standalone run otherwise. Ends FAILED (and re-raises) when the body raises."""
-    root = project_root(root)
-    client = _client(root)
-    exp_id = _experiment_id(client, experiment, root)
-    tags = {STAGE_TAG: stage, CACHED_TAG: "false", "rlhf.git_commit": git_commit(root),
-            **dvc_dep_tags(stage, root)}
-    parent = os.environ.get(PARENT_ENV)
-    if parent:
-        tags["mlflow.parentRunId"] = parent
-    info = client.create_run(exp_id, tags=tags, run_name=stage).info
+def _open_run(client, exp_id: str, tags: dict, name: str | None, params: Mapping[str, Any] | None) -> Iterator[Run]:
+    """Create a run, yield it, and end it FINISHED, FAILED (the body raised) or KILLED (Ctrl-C)."""
+    info = client.create_run(exp_id, tags=tags, run_name=name).info
     run = Run(client, info.run_id)
     try:
         if params:
@@ -182,6 +172,23 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any] | None = No
 
 
 @contextmanager
+def stage_run(stage: str, experiment: str, params: Mapping[str, Any] | None = None,
+              root: str | Path | None = None) -> Iterator[Run]:
+    """Open the MLflow run of one stage: a child of the pipeline run when `RLHF_PARENT_RUN_ID`
+    is set, a standalone run otherwise. Ends FAILED (and re-raises) when the body raises."""
+    root = project_root(root)
+    client = _client(root)
+    exp_id = _experiment_id(client, experiment, root)
+    tags = {STAGE_TAG: stage, CACHED_TAG: "false", "rlhf.git_commit": git_commit(root),
+            **dvc_dep_tags(stage, root)}
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    with _open_run(client, exp_id, tags, stage, params) as run:
+        yield run
+
+
+@contextmanager
 def pipeline_run(experiment: str, params: Mapping[str, Any], root: str | Path | None = None,
                  run_name: str | None = None) -> Iterator[Run]:
     """The parent run of one pipeline run. Logs every param (flattened) and tags the ones that
@@ -194,18 +201,8 @@ def pipeline_run(experiment: str, params: Mapping[str, Any], root: str | Path | 
     changed = sorted(k for k in flat if previous is not None and previous.data.params.get(k) != flat[k])
     tags = {PIPELINE_TAG: "true", "rlhf.git_commit": git_commit(root),
             "rlhf.params_changed": (", ".join(changed) or "(none)") if previous is not None else "(first run)"}
-    info = client.create_run(exp_id, tags=tags, run_name=run_name).info
-    run = Run(client, info.run_id)
-    try:
-        run.log_params(flat)
+    with _open_run(client, exp_id, tags, run_name, flat) as run:
         yield run
-    except KeyboardInterrupt:
-        client.set_terminated(info.run_id, "KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(info.run_id, "FAILED")
-        raise
-    client.set_terminated(info.run_id, "FINISHED")
 
 
 def last_pipeline_run(experiment: str, root: str | Path | None = None):
