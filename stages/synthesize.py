@@ -1,4 +1,6 @@
-"""Stage synthesize: the embedded default's raw data (prompt-log shards and pretraining corpus)."""
+"""Stage synthesize: the embedded default's raw data: prompt-log shards (with planted personal
+data and malformed rows), the ground truth of every planted PII span, the pretraining corpus, and
+a description of the world."""
 
 import json
 import random
@@ -12,28 +14,32 @@ SECTIONS = ("world",)
 
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
-    p.add_argument("--prompts", type=Path, required=True, help="folder for the raw prompt-log shards")
+    p.add_argument("--prompts", type=Path, required=True, help="folder for the raw prompt-log shards (JSONL)")
+    p.add_argument("--pii-truth", type=Path, required=True,
+                   help="JSONL of planted PII spans (type, prompt_id, start, end), for measurement only")
     p.add_argument("--corpus", type=Path, required=True, help="pretraining corpus (JSONL, one doc a line)")
+    p.add_argument("--world", type=Path, required=True, help="JSON description of the world")
     args = p.parse_args()
     with cli.stage("synthesize", args, SECTIONS) as (cfg, run):
         w = cfg["world"]
         rng = random.Random(w.seed)
-        records = world.generate_prompt_logs(rng, w.n_users, w.prompts_per_user,
-                                             datetime(2026, 1, 1, tzinfo=timezone.utc))
+        records, truth = world.generate_prompt_logs(rng, w.n_users, w.prompts_per_user,
+                                                    datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                                    pii_rate=w.pii_rate)
         lines = [json.dumps(r) for r in records] + world.malformed_records(rng)
         rng.shuffle(lines)
         args.prompts.mkdir(parents=True, exist_ok=True)
         for i in range(w.n_shards):
-            shard = lines[i::w.n_shards]
-            (args.prompts / f"shard-{i:03d}.jsonl").write_text("\n".join(shard) + "\n")
+            (args.prompts / f"shard-{i:03d}.jsonl").write_text("\n".join(lines[i::w.n_shards]) + "\n")
+        args.pii_truth.write_text("".join(json.dumps(t) + "\n" for t in truth))
         docs = world.generate_corpus(rng, w.corpus_docs)
-        args.corpus.parent.mkdir(parents=True, exist_ok=True)
         args.corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-        run.write_metrics(args.metrics, {
-            "synthesize/raw_rows": len(lines), "synthesize/users": w.n_users,
-            "synthesize/corpus_docs": len(docs),
-            "synthesize/corpus_chars": sum(len(d) for d in docs)})
-        print(f"wrote {len(lines)} raw prompt rows in {w.n_shards} shards and {len(docs)} corpus docs")
+        args.world.write_text(json.dumps(world.world_description(), indent=2) + "\n")
+        metrics = {"synthesize/raw_rows": len(lines), "synthesize/users": w.n_users,
+                   "synthesize/pii_spans": len(truth), "synthesize/corpus_docs": len(docs),
+                   "synthesize/corpus_chars": sum(len(d) for d in docs)}
+        run.write_metrics(args.metrics, metrics)
+        print(metrics)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import pytest
 
 from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY, contains_personal_data,
                         family_of, generate_corpus, generate_prompt_logs, gold_answer, make_prompt,
-                        malformed_records, score, toxicity)
-from rlhf.world import vocab
+                        malformed_records, score, toxicity, world_description)
+from rlhf.world import PII_TYPES, vocab
 from rlhf.world.tasks import FAMILY_SPECS
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -49,6 +49,7 @@ def test_gold_answers_on_hand_written_prompts(prompt, family, gold):
     assert gold_answer(prompt) == gold
     # Surrounding whitespace and the case of the first letter do not matter.
     assert gold_answer("  " + prompt[0].swapcase() + prompt[1:] + " \n") == gold
+    assert gold_answer(prompt.rstrip(".?!") + "  ? .") == gold  # resubmissions vary the end
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -109,6 +110,20 @@ def test_personal_data():
     assert named_in_prompt.parts["no_personal_data"] == 1
     assert contains_personal_data("my number is 5551234") and contains_personal_data("(555) 123 4567")
     assert not contains_personal_data("4 plus 400 is 404, 12 13 14 15")
+    for pasted in ("call +44 20 7946 0958", "ring 020 7946 0958", "+91 98765 43210", "01 23 45 67 89",
+                   "card 4111 1111 1111 1111", "amex 3782-822463-10005", "ssn 123-45-6789",
+                   "host 192.168.0.12", "v6 2001:db8::8a2e:370:7334", "2001:0db8:0000:0000:0000:8a2e:0370:7334",
+                   "key sk-" + "a1B2" * 10, "AKIAIOSFODNN7EXAMPLE", "ghp_" + "x" * 36, "token " + "ab12" * 10,
+                   "xoxb-123456789012-1234567890-" + "a" * 24, "eyJhbGciOi.eyJzdWIiOi.abc-_12",
+                   "iban DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "lives at 12 Oak Street"):
+        assert contains_personal_data(pasted), pasted
+        assert score(prompt, "12 " + pasted).parts["no_personal_data"] == 0, pasted
+    for clean in ("<NAME> <EMAIL> <PHONE> <CARD> <SSN> <IP> <ADDRESS> <SECRET> <IBAN>", "at 12:30:45",
+                  "the fox is blue.", "List 3 fruits.", "+123", "std::vector"):
+        assert not contains_personal_data(clean), clean
+    assert score("Say something mean about <NAME>.", "Sorry, <NAME> deserves kindness.").parts[
+        "no_personal_data"] == 1
+    assert score(prompt, "12, thanks Priya").parts["no_personal_data"] == 0  # names outside vocab.NAMES too
 
 
 def test_concise():
@@ -154,9 +169,10 @@ def test_generate_corpus_is_deterministic_and_shaped():
 
 
 def test_generate_prompt_logs():
-    logs = generate_prompt_logs(random.Random(3), 40, 6.0, START)
-    assert logs == generate_prompt_logs(random.Random(3), 40, 6.0, START)
-    assert logs != generate_prompt_logs(random.Random(4), 40, 6.0, START)
+    logs, truth = generate_prompt_logs(random.Random(3), 40, 6.0, START)
+    assert (logs, truth) == generate_prompt_logs(random.Random(3), 40, 6.0, START)
+    assert logs != generate_prompt_logs(random.Random(4), 40, 6.0, START)[0]
+    assert truth and set(truth[0]) == {"prompt_id", "type", "start", "end"}
     assert set(logs[0]) == {"prompt_id", "user_id", "org_id", "created_at", "source", "prompt"}
     assert len({r["prompt_id"] for r in logs}) == len(logs)
     times = [datetime.fromisoformat(r["created_at"]) for r in logs]
@@ -165,14 +181,14 @@ def test_generate_prompt_logs():
     for r in logs:
         per_user[r["user_id"]] = per_user.get(r["user_id"], 0) + 1
         assert family_of(r["prompt"]) is not None
-    assert sum(c > 200 for c in per_user.values()) == 1 and max(per_user.values()) >= 210
+    assert sum(c > 200 for c in per_user.values()) == 1 and max(per_user.values()) >= 300
     sources = {r["user_id"]: r["source"] for r in logs}
     assert list(sources.values()).count("labeler") == 8
     assert len({r["org_id"] for r in logs}) > 1
 
 
 def test_prompt_logs_near_duplicates():
-    logs = generate_prompt_logs(random.Random(5), 60, 20.0, START)
+    logs, _ = generate_prompt_logs(random.Random(5), 60, 20.0, START)
     raw: dict[str, set[str]] = {}
     normalised: dict[str, set[str]] = {}
     dups = 0
@@ -185,6 +201,15 @@ def test_prompt_logs_near_duplicates():
         normalised[user].add(key)
         raw[user].add(r["prompt"])
     assert 0.01 <= dups / len(logs) <= 0.06
+
+
+def test_world_description_is_json():
+    desc = json.loads(json.dumps(world_description()))
+    assert set(desc["families"]) == set(FAMILIES)
+    assert desc["families"]["chat"]["templates"] == list(FAMILY_SPECS["chat"].templates)
+    assert desc["families"]["chat"]["pii_slots"] == {"name": "NAME"}
+    assert desc["vocab"]["names"] == list(vocab.NAMES) and "fruits" in desc["vocab"]["categories"]
+    assert desc["pii_types"] == list(PII_TYPES) and desc["placeholders"]["EMAIL"] == "<EMAIL>"
 
 
 def test_malformed_records_one_per_class():

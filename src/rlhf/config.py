@@ -65,6 +65,8 @@ class WorldConfig:
     """JSONL shard files the raw prompt logs are written as."""
     corpus_docs: int
     """Documents in the pretraining corpus."""
+    pii_rate: float
+    """Share of customer prompts into which personal data is pasted."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class IngestConfig:
     """Longest prompt kept; a longer one is quarantined."""
     max_prompts_per_user: int
     """Per-user cap (paper: 200); the earliest prompts are kept."""
+    dedup_prefix_chars: int
+    """Prompts sharing this many leading characters are duplicates (paper's heuristic); 0: exact only."""
     split_by: Literal["user_id", "org_id"]
     """Field whose salted hash assigns a row to a split, so no user sits on both sides."""
     salt: str
@@ -81,8 +85,16 @@ class IngestConfig:
     """Share of users in the validation split."""
     test_fraction: float
     """Share of users in the test split."""
+    split_tolerance: float
+    """Largest allowed gap between a split's share of users and its fraction (a data check)."""
     max_quarantine_fraction: float
     """The stage fails when more than this share of raw rows is quarantined."""
+    user_id_field: str
+    """Field that stands in for user_id in files that have none (empty: user_id is required)."""
+    field_map: dict[str, str]
+    """Renames applied to every raw record before validation, e.g. {text: prompt, uid: user_id}."""
+    chunk_rows: int
+    """Rows read and written per chunk: memory stays bounded whatever the input size."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.val_fraction + self.test_fraction < 1:
@@ -276,6 +288,11 @@ def _coerce(value: Any, hint: Any) -> Any:
             except TypeError:
                 pass
         raise TypeError(f"expected {hint}, got {type(value).__name__} {value!r}")
+    if origin is dict:
+        key_t, val_t = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping, got {type(value).__name__} {value!r}")
+        return {_coerce(k, key_t): _coerce(v, val_t) for k, v in value.items()}
     if hint is type(None):
         if value is not None:
             raise TypeError(f"expected null, got {value!r}")

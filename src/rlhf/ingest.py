@@ -1,27 +1,50 @@
-"""Prompt ingestion: validate, quarantine, normalise, deduplicate, cap per user, split by user.
+"""Prompt ingestion: read, validate, quarantine, normalise, scrub PII, deduplicate, cap per user,
+split by user, in bounded memory whatever the input size.
 
-Nothing is dropped silently: every raw row ends in a split, in quarantine (with file, line and
-reason), or is counted as removed by dedup or by the per-user cap, and `Counts.check()` proves it.
+Three passes. (1) Stream every raw file in chunks: a bad row goes to quarantine with its file, line
+and reason; a good one is normalised, PII-scrubbed and written to a temporary chunk, keeping only
+small keys in memory. (2) Decide on the keys alone: dedup (exact, then shared long prefix), the
+per-user cap (earliest first), the split of each user. (3) Stream the chunks again into the split
+files. Nothing is dropped silently: `Counts.check()` proves that every row read is accounted for.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import re
+import tempfile
 import unicodedata
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from rlhf import pii
 from rlhf.config import IngestConfig
 
 REQUIRED = ("prompt_id", "user_id", "prompt")
 OPTIONAL = ("org_id", "created_at", "source")
-COLUMNS = REQUIRED[:2] + OPTIONAL + ("prompt",)
+COLUMNS = ("prompt_id", "user_id", "org_id", "created_at", "source", "prompt")
+SOURCES = ("labeler", "customer")
 SPLITS = ("train", "val", "test")
-RAW_SUFFIXES = (".jsonl",)
+RAW_SUFFIXES = (".jsonl", ".csv", ".parquet")
+SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()),
+                               ("raw", pa.string())])
+USER_FIELD_PROBE = 100  # records of a file read before deciding it has no user IDs at all
+_EXTRA = "\0extra"  # where csv puts the cells of a row longer than its header
+_TRANSCRIPT = re.compile(r"(?:^|\n\n)Human:\s*(.*?)(?=\n\nAssistant:|\Z)", re.S)
+
+
+class IngestError(RuntimeError):
+    """Input the stage cannot ingest at all (as opposed to bad rows, which are quarantined)."""
 
 
 @dataclass
@@ -36,13 +59,79 @@ class Counts:
         """Rows read must equal rows accounted for; anything else means rows were lost."""
         accounted = sum(self.kept.values()) + self.quarantined + self.duplicates + self.capped
         if accounted != self.read:
-            raise RuntimeError(f"ingest lost rows: read {self.read}, accounted for {accounted} "
-                               f"(splits {self.kept}, quarantined {self.quarantined}, "
-                               f"duplicates {self.duplicates}, capped {self.capped})")
+            raise IngestError(f"ingest lost rows: read {self.read}, accounted for {accounted} "
+                              f"(splits {self.kept}, quarantined {self.quarantined}, "
+                              f"duplicates {self.duplicates}, capped {self.capped})")
+
+
+@dataclass
+class IngestResult:
+    counts: Counts
+    users: dict[str, int]
+    pii: dict[str, dict[str, int]]          # split -> PII type -> spans scrubbed
+    reasons: dict[str, int]                 # quarantine reason (without details) -> rows
+    files: list[str]
+
+
+# -- reading: every reader yields (line, record or None, reason or None, raw text) -------------
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"undecodable bytes at offset {e.start}", line.decode("utf-8", "replace")
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield n, None, f"invalid JSON: {e.msg} at column {e.colno}", text
+                continue
+            if not isinstance(rec, dict):
+                yield n, None, f"expected a JSON object, got {type(rec).__name__}", text
+                continue
+            yield n, rec, None, text
+
+
+def read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(text, restkey=_EXTRA)
+        for rec in reader:
+            n = reader.line_num
+            shown = ",".join(str(v) for v in rec.values())
+            if _EXTRA in rec:
+                extra = len(rec.pop(_EXTRA))
+                yield n, None, f"{len(rec) + extra} fields, header has {len(rec)}", shown
+                continue
+            if any(isinstance(v, str) and re.search(r"[\udc80-\udcff]", v) for v in rec.values()):
+                yield n, None, "undecodable bytes", shown.encode("utf-8", "replace").decode("utf-8", "replace")
+                continue
+            # an empty CSV cell is a missing value
+            yield n, {k: (v if v != "" else None) for k, v in rec.items()}, None, shown
+
+
+def read_parquet(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        for rec in batch.to_pylist():
+            n += 1
+            yield n, rec, None, json.dumps(rec, default=str)
+
+
+def read_raw(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix == ".csv":
+        return read_csv(path)
+    return read_parquet(path, chunk_rows)
 
 
 def raw_files(folders: list[Path]) -> list[Path]:
-    """Raw shard files under `folders`, in a stable order."""
+    """Raw prompt files under `folders`, in a stable order."""
     files = []
     for folder in folders:
         if folder.exists():
@@ -50,43 +139,50 @@ def raw_files(folders: list[Path]) -> list[Path]:
     return files
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw bytes) of each non-blank line."""
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                yield n, line
+# -- one record to the native shape ---------------------------------------------------------------
 
-
-def parse_row(line: bytes, max_chars: int) -> tuple[dict | None, str | None]:
-    """A validated record, or None and the reason it is quarantined."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, f"undecodable bytes at offset {e.start}"
-    try:
-        rec = json.loads(text)
-    except json.JSONDecodeError as e:
-        return None, f"invalid JSON: {e.msg} at column {e.colno}"
-    if not isinstance(rec, dict):
-        return None, f"expected a JSON object, got {type(rec).__name__}"
+def to_native(rec: dict, file_id: str, line: int, cfg: IngestConfig) -> tuple[dict | None, str | None]:
+    """A native row (COLUMNS, prompt not yet normalised) from a native, instruction/input/output or
+    Human/Assistant transcript record; or None and the reason it is quarantined."""
+    if cfg.field_map:
+        rec = {cfg.field_map.get(k, k): v for k, v in rec.items()}
+    if cfg.user_id_field and rec.get("user_id") is None:
+        rec["user_id"] = rec.get(cfg.user_id_field)
+    derived_id = False
+    if rec.get("prompt") is None:
+        if isinstance(rec.get("instruction"), str):
+            extra = rec.get("input")
+            rec["prompt"] = rec["instruction"] + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+            derived_id = True
+        else:
+            for key in ("text", "chosen", "conversation"):
+                if isinstance(rec.get(key), str) and "Human:" in rec[key]:
+                    m = _TRANSCRIPT.search(rec[key])
+                    rec["prompt"] = m.group(1) if m else None
+                    derived_id = True
+                    break
+    if isinstance(rec.get("prompt"), str) and "Human:" in rec["prompt"]:
+        m = _TRANSCRIPT.search(rec["prompt"])
+        if m:
+            rec["prompt"] = m.group(1)
+    if derived_id and rec.get("prompt_id") is None:
+        rec["prompt_id"] = f"{file_id}:{line}"  # imported shapes rarely carry an id
     for key in REQUIRED:
-        if key not in rec or rec[key] is None:
+        value = rec.get(key)
+        if value is None:
             return None, f"field '{key}': missing"
-        if not isinstance(rec[key], (str, int)) or isinstance(rec[key], bool):
-            return None, f"field '{key}': wrong type {type(rec[key]).__name__}"
-        if str(rec[key]).strip() == "":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None, f"field '{key}': wrong type {type(value).__name__}"
+        if isinstance(value, str) and not value.strip():
             return None, f"field '{key}': empty"
     if not isinstance(rec["prompt"], str):
         return None, f"field 'prompt': wrong type {type(rec['prompt']).__name__}"
-    if len(rec["prompt"]) > max_chars:
-        return None, f"field 'prompt': {len(rec['prompt'])} characters, over ingest.max_chars={max_chars}"
     for key in OPTIONAL:
         if rec.get(key) is not None and not isinstance(rec[key], str):
             return None, f"field '{key}': wrong type {type(rec[key]).__name__}"
-    row = {k: (str(rec[k]) if rec.get(k) is not None else None) for k in COLUMNS}
-    row["prompt"] = normalize(row["prompt"])
-    return row, None
+    if rec.get("source") is not None and rec["source"] not in SOURCES:
+        return None, f"field 'source': {rec['source']!r} is not one of {', '.join(SOURCES)}"
+    return {k: (str(rec[k]) if rec.get(k) is not None else None) for k in COLUMNS}, None
 
 
 def normalize(text: str) -> str:
@@ -104,42 +200,204 @@ def split_of(key: str, salt: str, val_fraction: float, test_fraction: float) -> 
     return "train"
 
 
-@dataclass
-class IngestResult:
-    splits: dict[str, pd.DataFrame]
-    quarantine: pd.DataFrame
-    counts: Counts
+# -- the three passes -----------------------------------------------------------------------------
+
+class _Keys:
+    """What pass 2 needs of each kept-candidate row, in compact arrays."""
+
+    def __init__(self) -> None:
+        self.user: list[str] = []
+        self.split_key: list[str] = []
+        self.created: list[str | None] = []
+        self.exact = array("q")
+        self.prefix = array("q")
+        self.pii = {t: array("H") for t in pii.PII_TYPES}
 
 
-def ingest(files: list[Path], cfg: IngestConfig) -> IngestResult:
+def _write_chunk(rows: dict[str, list], folder: Path, index: int) -> Path:
+    path = folder / f"chunk-{index:05d}.parquet"
+    pq.write_table(pa.table(rows, schema=SCHEMA), path)
+    for col in rows.values():
+        col.clear()
+    return path
+
+
+def ingest(files: list[Path], cfg: IngestConfig, out_dir: Path, quarantine_dir: Path) -> IngestResult:
+    """Ingest `files` into out_dir/{train,val,test}.parquet and quarantine_dir/rows.parquet."""
     counts = Counts()
-    rows: list[dict] = []
-    bad: list[dict] = []
+    keys = _Keys()
     seen_ids: set[str] = set()
-    for path in files:
-        for line_no, line in read_lines(path):
-            counts.read += 1
-            row, reason = parse_row(line, cfg.max_chars)
-            if row is not None and row["prompt_id"] in seen_ids:
-                row, reason = None, f"field 'prompt_id': duplicate id {json.loads(line)['prompt_id']!r}"
-            if row is None:
-                bad.append({"file": str(path), "line": line_no, "reason": reason})
-                continue
-            seen_ids.add(row["prompt_id"])
-            rows.append(row)
-    counts.quarantined = len(bad)
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    # earliest first, so dedup and the cap keep a user's first prompts
-    df = df.sort_values(["created_at", "prompt_id"], na_position="last", kind="stable")
-    before = len(df)
-    df = df.drop_duplicates("prompt", keep="first")
-    counts.duplicates = before - len(df)
-    before = len(df)
-    df = df.groupby("user_id", sort=False).head(cfg.max_prompts_per_user)
-    counts.capped = before - len(df)
-    df = df.assign(split=[split_of(str(k) if k is not None else "", cfg.salt, cfg.val_fraction,
-                                   cfg.test_fraction) for k in df[cfg.split_by]])
-    splits = {s: df[df.split == s].drop(columns="split").reset_index(drop=True) for s in SPLITS}
-    counts.kept = {s: len(splits[s]) for s in SPLITS}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    bad: dict[str, list] = {c: [] for c in QUARANTINE_SCHEMA.names}
+    reasons: dict[str, int] = {}
+
+    def quarantine(path: Path, line: int, reason: str, raw: str) -> None:
+        counts.quarantined += 1
+        reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        bad["file"].append(str(path))
+        bad["line"].append(line)
+        bad["reason"].append(reason)
+        bad["raw"].append(pii.scrub(raw[:20_000])[0])  # kept to fix and resubmit, never with PII
+
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".ingest-") as tmp:
+        chunks: list[Path] = []
+        rows: dict[str, list] = {c: [] for c in COLUMNS}
+        # 1. stream: validate, normalise, scrub; keep small keys only
+        for path in files:
+            with_user = probed = 0
+            for line, rec, reason, raw in read_raw(path, cfg.chunk_rows):
+                counts.read += 1
+                if rec is not None and probed < USER_FIELD_PROBE:
+                    probed += 1
+                    with_user += _has_user(rec, cfg)
+                    if probed == USER_FIELD_PROBE and not with_user:
+                        _no_user_ids(path)
+                row = None
+                if rec is not None:
+                    row, reason = to_native(rec, path.stem, line, cfg)
+                if row is not None:
+                    prompt = normalize(row["prompt"])
+                    if not prompt:
+                        row, reason = None, "field 'prompt': empty after normalisation"
+                    elif len(prompt) > cfg.max_chars:
+                        row, reason = None, f"field 'prompt': {len(prompt)} characters, over ingest.max_chars={cfg.max_chars}"
+                    elif row["prompt_id"] in seen_ids:
+                        row, reason = None, f"field 'prompt_id': duplicate id {row['prompt_id']!r}"
+                if row is None:
+                    quarantine(path, line, reason, raw)
+                    continue
+                seen_ids.add(row["prompt_id"])
+                scrubbed, spans = pii.scrub(prompt)
+                row["prompt"] = scrubbed
+                for c in COLUMNS:
+                    rows[c].append(row[c])
+                keys.user.append(row["user_id"])
+                keys.split_key.append(row[cfg.split_by] or "")
+                keys.created.append(row["created_at"])
+                keys.exact.append(hash(scrubbed))
+                keys.prefix.append(hash(scrubbed[:cfg.dedup_prefix_chars])
+                                   if cfg.dedup_prefix_chars and len(scrubbed) > cfg.dedup_prefix_chars else 0)
+                found = {t: 0 for t in pii.PII_TYPES}
+                for s in spans:
+                    found[s.type] += 1
+                for t, n in found.items():
+                    keys.pii[t].append(n)
+                if len(rows["prompt"]) >= cfg.chunk_rows:
+                    chunks.append(_write_chunk(rows, Path(tmp), len(chunks)))
+            if probed and probed < USER_FIELD_PROBE and not with_user:
+                _no_user_ids(path)
+        if rows["prompt"]:
+            chunks.append(_write_chunk(rows, Path(tmp), len(chunks)))
+        pq.write_table(pa.table(bad, schema=QUARANTINE_SCHEMA), quarantine_dir / "rows.parquet")
+
+        # 2. decide on the keys: dedup, cap, split
+        split_of_row = _decide(keys, cfg, counts)
+
+        # 3. stream the chunks into the split files
+        writers = {s: pq.ParquetWriter(out_dir / f"{s}.parquet", SCHEMA) for s in SPLITS}
+        users: dict[str, set] = {s: set() for s in SPLITS}
+        pii_counts = {s: {t: 0 for t in pii.PII_TYPES} for s in SPLITS}
+        start = 0
+        for chunk in chunks:
+            table = pq.read_table(chunk)
+            labels = split_of_row[start:start + len(table)]
+            for i, s in enumerate(SPLITS):
+                mask = labels == i
+                part = table.filter(pa.array(mask))
+                writers[s].write_table(part)
+                users[s].update(part.column("user_id").to_pylist())
+                for t in pii.PII_TYPES:
+                    pii_counts[s][t] += int(pd.Series(keys.pii[t][start:start + len(table)])[mask].sum())
+            start += len(table)
+        for w in writers.values():
+            w.close()
+    counts.kept = {s: counts.kept.get(s, 0) for s in SPLITS}
     counts.check()
-    return IngestResult(splits, pd.DataFrame(bad, columns=["file", "line", "reason"]), counts)
+    return IngestResult(counts, {s: len(u) for s, u in users.items()}, pii_counts, reasons,
+                        [str(f) for f in files])
+
+
+def _has_user(rec: dict, cfg: IngestConfig) -> bool:
+    if rec.get("user_id") is not None or (cfg.user_id_field and rec.get(cfg.user_id_field) is not None):
+        return True
+    return any(rec.get(src) is not None for src, dst in cfg.field_map.items() if dst == "user_id")
+
+
+def _no_user_ids(path: Path) -> None:
+    raise IngestError(f"{path}: no record has a 'user_id' field, so prompts cannot be split by user; "
+                      "map one with ingest.field_map (e.g. {uid: user_id}) or name a substitute in "
+                      "ingest.user_id_field (e.g. a session or conversation id)")
+
+
+def _decide(keys: _Keys, cfg: IngestConfig, counts: Counts):
+    """Per row: 0/1/2 for train/val/test, -1 removed (duplicate or over the cap)."""
+    import numpy as np
+
+    n = len(keys.user)
+    df = pd.DataFrame({"user": keys.user, "created": keys.created,
+                       "exact": np.frombuffer(keys.exact, dtype=np.int64) if n else np.zeros(0, np.int64),
+                       "prefix": np.frombuffer(keys.prefix, dtype=np.int64) if n else np.zeros(0, np.int64)})
+    # earliest first, so dedup and the cap keep a user's first prompts
+    df = df.sort_values("created", na_position="last", kind="stable")
+    df = df[~df.exact.duplicated()]
+    df = df[~((df.prefix != 0) & df.prefix.duplicated())]  # 0: shorter than the prefix
+    counts.duplicates = n - len(df)
+    over = df.groupby("user", sort=False).cumcount() >= cfg.max_prompts_per_user
+    counts.capped = int(over.sum())
+    df = df[~over]
+    label = np.full(n, -1, dtype=np.int8)
+    split_keys = pd.Series(keys.split_key, dtype=object)[df.index]
+    index = {s: i for i, s in enumerate(SPLITS)}
+    of_key = {k: index[split_of(k, cfg.salt, cfg.val_fraction, cfg.test_fraction)] for k in split_keys.unique()}
+    label[df.index.to_numpy()] = split_keys.map(of_key).to_numpy(dtype=np.int8)
+    counts.kept = {s: int((label == i).sum()) for i, s in enumerate(SPLITS)}
+    return label
+
+
+def read_splits(out_dir: Path) -> dict[str, pd.DataFrame]:
+    return {s: pd.read_parquet(out_dir / f"{s}.parquet") for s in SPLITS}
+
+
+def run(raw_dirs: list[Path], out_dir: Path, quarantine_dir: Path, reports_dir: Path,
+        cfg: IngestConfig) -> dict[str, float]:
+    """The whole ingest stage: ingest, the quarantine gate, the data checks, the reports.
+    Returns the stage's metrics; raises IngestError when the stage must fail."""
+    from rlhf import expectations
+
+    files = raw_files(raw_dirs)
+    if not files:
+        raise IngestError(f"no raw prompt files ({', '.join(RAW_SUFFIXES)}) under "
+                          f"{', '.join(map(str, raw_dirs))}")
+    result = ingest(files, cfg, out_dir, quarantine_dir)
+    n = result.counts
+    frac = n.quarantined / max(1, n.read)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"files": result.files, "rows_read": n.read, "quarantined": n.quarantined,
+               "duplicates_removed": n.duplicates, "capped_removed": n.capped, "rows": n.kept,
+               "users": result.users, "quarantine_reasons": result.reasons}
+    (reports_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (reports_dir / "pii.json").write_text(json.dumps(
+        {"scrubbed_spans_per_split": result.pii,
+         "scrubbed_spans_total": {t: sum(result.pii[s][t] for s in SPLITS) for t in pii.PII_TYPES}},
+        indent=2) + "\n")
+    if frac > cfg.max_quarantine_fraction:
+        top = dict(sorted(result.reasons.items(), key=lambda kv: -kv[1])[:5])
+        raise IngestError(f"{n.quarantined} of {n.read} rows ({frac:.1%}) quarantined, over "
+                          f"ingest.max_quarantine_fraction={cfg.max_quarantine_fraction}; see "
+                          f"{quarantine_dir / 'rows.parquet'}; top reasons: {top}")
+    check = expectations.check_splits(
+        read_splits(out_dir), max_chars=cfg.max_chars,
+        expected_fractions={"train": 1 - cfg.val_fraction - cfg.test_fraction, "val": cfg.val_fraction,
+                            "test": cfg.test_fraction},
+        fraction_tolerance=cfg.split_tolerance, pii_free=lambda t: not pii.has_pii(t),
+        docs_dir=reports_dir / "data_docs", fraction_of=cfg.split_by)
+    if not check.success:
+        raise IngestError("data checks failed (Data Docs in " + str(reports_dir / "data_docs") + "):\n  "
+                          + "\n  ".join(check.failures))
+    return {"ingest/rows_read": n.read, "ingest/quarantined": n.quarantined,
+            "ingest/duplicates_removed": n.duplicates, "ingest/capped_removed": n.capped,
+            **{f"ingest/rows_{s}": k for s, k in n.kept.items()},
+            **{f"ingest/users_{s}": k for s, k in result.users.items()},
+            "ingest/quarantine_fraction": frac,
+            **{f"ingest/pii/{t.lower()}": sum(result.pii[s][t] for s in SPLITS) for t in pii.PII_TYPES}}

@@ -3,20 +3,32 @@
 Each family is a set of phrasings with ``{slot}`` placeholders. The same phrasings, compiled
 to regular expressions, parse a prompt back into its slots, so nothing but the text is needed
 to know a prompt's family and its gold answer.
+
+Customers wrap the task in their own sentences ("Hi, I'm Maria. What is 7 plus 5? Call me on
+..."), and a PII scrubber later turns the personal values into typed placeholders ("<NAME>").
+So a task is found by searching for a phrasing that starts at a sentence boundary (the start
+of the text, or after ". ", "? ", "! ", ": ", ", ") and ends at one (end of text, or terminal
+punctuation followed by a space or the end), not by matching the whole text; and the chat
+family's name slot also accepts the ``<NAME>`` placeholder.
 """
 from __future__ import annotations
 
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 from . import vocab as V
+from .pii import EXTRA_NAMES
 
 ABSENT_ANSWER = "The context does not say."
 POLITE_REPLY = "I am happy to help. Let us keep it kind."
 
 Slots = dict[str, str]
+# Template slots whose values are personal data, with the PII type a scrubber should find.
+PII_SLOTS = {"name": "NAME"}
+NAME_PLACEHOLDER = "<NAME>"
 
 _FACT = r"the [a-z]+ is [a-z]+"
 _THINGS = V.ANIMALS + V.OBJECTS + V.FRUITS
@@ -142,7 +154,7 @@ _FAMILY_LIST = (
            ("Is this review positive or negative? Review: {review}",
             "Classify the review as positive or negative. Review: {review}",
             "Positive or negative? Review: {review}"),
-           {"review": r".+"},
+           {"review": r"[^.?!]+"},  # one sentence: text after it is not the review's
            lambda rng: {"review": make_review(rng, rng.random() < 0.5)}, _gold_sentiment),
     Family("lookup",
            ("Context: {context} Question: what colour is the {thing}?",
@@ -162,7 +174,9 @@ _FAMILY_LIST = (
     Family("chat",
            ("you are a {adj} bot, tell me something", "Say something mean about {name}.",
             "Tell me why {name} is such a {noun}.", "Hey {noun}, say something rude."),
-           {"adj": _alt(V.TOXIC_ADJECTIVES), "noun": _alt(V.TOXIC_NOUNS), "name": _alt(V.NAMES)},
+           {"adj": _alt(V.TOXIC_ADJECTIVES), "noun": _alt(V.TOXIC_NOUNS),
+            # a name from the world or from the pasted-PII lists, or what a scrubber left of it
+            "name": _alt(V.NAMES + EXTRA_NAMES) + "|" + re.escape(NAME_PLACEHOLDER)},
            _sample_chat, lambda s: POLITE_REPLY),
 )
 FAMILY_SPECS: dict[str, Family] = {f.name: f for f in _FAMILY_LIST}
@@ -174,13 +188,39 @@ def _trim(text: str) -> str:
     return re.sub(r"[\s.?!]+$", "", text.strip())
 
 
+# A task starts at the text's start or after a sentence/clause break, and ends at the text's end
+# or at terminal punctuation followed by a space (texts are whitespace-collapsed and _trim-med first).
+_START = r"(?:^|(?<=[.!?:,] ))"
+_END = r"(?:[.!?]+(?= |$)|$)"
+
+
 def _compile(template: str, slots: dict[str, str]) -> re.Pattern[str]:
     parts = re.split(r"\{(\w+)\}", _trim(template))
     regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{slots[p]})" for i, p in enumerate(parts))
-    return re.compile(regex, re.IGNORECASE)
+    return re.compile(_START + regex + _END, re.IGNORECASE)
 
 
 _PATTERNS = [(f, _compile(t, f.slots)) for f in _FAMILY_LIST for t in f.templates]
+_TEMPLATE_PARTS = {t: re.split(r"\{(\w+)\}", t) for f in _FAMILY_LIST for t in f.templates}
+
+
+def render(template: str, slots: Slots) -> tuple[str, list[tuple[str, int, int]]]:
+    """``template.format(**slots)``, with the (PII type, start, end) of every PII_SLOTS value in it."""
+    parts = _TEMPLATE_PARTS.get(template) or re.split(r"\{(\w+)\}", template)
+    if not any(p in PII_SLOTS for p in parts[1::2]):
+        return template.format(**slots), []
+    out: list[str] = []
+    spans: list[tuple[str, int, int]] = []
+    pos = 0
+    for i, part in enumerate(parts):
+        if i % 2:
+            value = slots[part]
+            if part in PII_SLOTS:
+                spans.append((PII_SLOTS[part], pos, pos + len(value)))
+            part = value
+        out.append(part)
+        pos += len(part)
+    return "".join(out), spans
 
 
 def make_prompt(rng: random.Random, family: str) -> str:
@@ -190,14 +230,37 @@ def make_prompt(rng: random.Random, family: str) -> str:
     return rng.choice(fam.templates).format(**slots)
 
 
-def parse_prompt(prompt: str) -> tuple[str, Slots] | None:
-    """Return (family, slot values) for a prompt of this world, or None if none matches."""
-    text = _trim(prompt)
+def _make_prompt_spans(rng: random.Random, family: str) -> tuple[str, list[tuple[str, int, int]]]:
+    fam = FAMILY_SPECS[family]
+    slots = fam.sample(rng)
+    return render(rng.choice(fam.templates), slots)
+
+
+def make_prompt_spans(rng: random.Random, family: str) -> tuple[str, list[dict]]:
+    """Like make_prompt (same draws from ``rng``, same text), plus a ``{"type", "start", "end"}``
+    span for each personal value a template slot was filled with (the chat family's names)."""
+    text, spans = _make_prompt_spans(rng, family)
+    return text, [{"type": t, "start": s, "end": e} for t, s, e in spans]
+
+
+@lru_cache(maxsize=1 << 15)
+def _parse(text: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    best = None  # (start, -length, family, slots): the earliest task, the longest phrasing there
     for fam, pattern in _PATTERNS:
-        m = pattern.fullmatch(text)
-        if m:
-            return fam.name, m.groupdict()
-    return None
+        m = pattern.search(text)
+        if m and (best is None or (m.start(), m.start() - m.end()) < best[:2]):
+            best = (m.start(), m.start() - m.end(), fam.name, tuple(m.groupdict().items()))
+    return None if best is None else (best[2], best[3])
+
+
+def parse_prompt(prompt: str) -> tuple[str, Slots] | None:
+    """Return (family, slot values) for the task inside a prompt of this world, or None.
+
+    The task may be wrapped in other sentences (greetings, signatures, pasted personal data,
+    raw or scrubbed to placeholders); the earliest phrasing found at a sentence boundary wins.
+    """
+    parsed = _parse(_trim(" ".join(prompt.split())))
+    return None if parsed is None else (parsed[0], dict(parsed[1]))
 
 
 def family_of(prompt: str) -> str | None:

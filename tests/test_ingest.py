@@ -1,0 +1,179 @@
+"""Ingest: every quarantine reason, formats and shapes, dedup, the cap, split stability,
+conservation, scrubbing, bounded chunks."""
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from rlhf import config, ingest
+
+
+def cfg(**changes):
+    base = config.load("ingest", "params.yaml")
+    return dataclasses.replace(base, **changes)
+
+
+def rec(i, user="u1", prompt=None, t=None, **extra):
+    r = {"prompt_id": f"p{i}", "user_id": user, "org_id": "o1",
+         "created_at": t or f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00", "source": "customer",
+         "prompt": prompt if prompt is not None else f"What is {i} plus {i + 1}?"}
+    r.update(extra)
+    return r
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def run(tmp_path, files, **changes):
+    out, q = tmp_path / "out", tmp_path / "quarantine"
+    result = ingest.ingest(files, cfg(**changes), out, q)
+    return result, ingest.read_splits(out), pd.read_parquet(q / "rows.parquet")
+
+
+def all_rows(splits):
+    return pd.concat(splits.values(), ignore_index=True)
+
+
+def test_each_quarantine_reason_with_file_and_line(tmp_path):
+    rows = [rec(1), "{not json", rec(2, prompt=""), rec(3, user=[1, 2]),
+            {k: v for k, v in rec(4).items() if k != "user_id"},
+            {k: v for k, v in rec(5).items() if k != "prompt"}, rec(6, prompt="x" * 3000),
+            rec(1, prompt="another prompt with a reused id"), rec(7, source="api"), "[1, 2]", rec(8)]
+    path = write_jsonl(tmp_path / "a.jsonl", rows)
+    with path.open("ab") as f:
+        f.write(b'{"prompt_id": "p9", "user_id": "u1", "prompt": "caf\xe9 bad bytes"}\n')
+    result, splits, q = run(tmp_path, [path])
+    got = dict(zip(q.line, q.reason))
+    assert got[2].startswith("invalid JSON")
+    assert got[3] == "field 'prompt': empty"
+    assert got[4] == "field 'user_id': wrong type list"
+    assert got[5] == "field 'user_id': missing"
+    assert got[6] == "field 'prompt': missing"
+    assert got[7].startswith("field 'prompt': 3000 characters, over ingest.max_chars")
+    assert got[8] == "field 'prompt_id': duplicate id 'p1'"
+    assert got[9].startswith("field 'source': 'api' is not one of")
+    assert got[10] == "expected a JSON object, got list"
+    assert got[12].startswith("undecodable bytes")
+    assert set(q.file) == {str(path)}
+    assert sorted(all_rows(splits).prompt_id) == ["p1", "p8"]
+    n = result.counts
+    assert (n.read, n.quarantined) == (12, 10)
+    assert n.read == sum(n.kept.values()) + n.quarantined + n.duplicates + n.capped
+
+
+def test_quarantined_raw_row_is_kept_without_personal_data(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(1), rec(2, user=None, prompt="mail me at jo.doe@example.com")])
+    _, _, q = run(tmp_path, [path])
+    assert "jo.doe@example.com" not in q.raw[0] and "<EMAIL>" in q.raw[0]
+
+
+def test_normalises_and_scrubs(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(1, prompt="  Cafe\u0301   is \n open. Mail jo.doe@example.com ")])
+    result, splits, _ = run(tmp_path, [path])
+    (prompt,) = all_rows(splits).prompt
+    assert prompt == "Caf\u00e9 is open. Mail <EMAIL>"
+    assert sum(v["EMAIL"] for v in result.pii.values()) == 1
+
+
+def test_exact_and_prefix_dedup_keep_the_earliest(tmp_path):
+    long = "Please write a detailed story about a fox who lives by the river and likes to " * 2
+    rows = [rec(3, prompt="What is 1 plus 2?", t="2026-01-03T00:00:00+00:00"),
+            rec(1, prompt="What  is 1 plus 2? ", t="2026-01-01T00:00:00+00:00"),  # same after normalising
+            rec(2, prompt=long + "ending one", user="u2"), rec(4, prompt=long + "ending two", user="u3"),
+            rec(5, prompt="What is 1 plus 3?")]
+    result, splits, _ = run(tmp_path, [write_jsonl(tmp_path / "a.jsonl", rows)], dedup_prefix_chars=100)
+    assert sorted(all_rows(splits).prompt_id) == ["p1", "p2", "p5"]
+    assert result.counts.duplicates == 2
+    _, splits, _ = run(tmp_path / "exact", [write_jsonl(tmp_path / "b.jsonl", rows)], dedup_prefix_chars=0)
+    assert sorted(all_rows(splits).prompt_id) == ["p1", "p2", "p4", "p5"]
+
+
+def test_cap_keeps_each_users_earliest(tmp_path):
+    # written newest first: the cap must follow created_at, not file order
+    rows = [rec(i, user="heavy", t=f"2026-01-01T00:00:{59 - i:02d}+00:00") for i in range(10)] + [rec(50, user="light")]
+    result, splits, _ = run(tmp_path, [write_jsonl(tmp_path / "a.jsonl", rows)], max_prompts_per_user=3)
+    kept = all_rows(splits)
+    assert sorted(kept[kept.user_id == "heavy"].prompt_id) == ["p7", "p8", "p9"]
+    assert result.counts.capped == 7
+
+
+def test_splits_disjoint_by_user_and_stable_as_data_grows(tmp_path):
+    first = [rec(i, user=f"u{i % 40}") for i in range(200)]
+    _, a, _ = run(tmp_path / "1", [write_jsonl(tmp_path / "s1.jsonl", first)])
+    later = [rec(i, user=f"u{i % 80}") for i in range(200, 500)]
+    _, b, _ = run(tmp_path / "2", [write_jsonl(tmp_path / "s1.jsonl", first), write_jsonl(tmp_path / "s2.jsonl", later)])
+    split_a = {u: s for s, df in a.items() for u in df.user_id}
+    split_b = {u: s for s, df in b.items() for u in df.user_id}
+    assert all(split_b[u] == s for u, s in split_a.items())
+    for s1 in ingest.SPLITS:
+        for s2 in ingest.SPLITS:
+            if s1 < s2:
+                assert not set(b[s1].user_id) & set(b[s2].user_id)
+    assert all(len(df) for df in b.values())
+
+
+def test_split_by_org(tmp_path):
+    rows = [rec(i, user=f"u{i}", org_id=f"o{i % 5}") for i in range(100)]
+    _, splits, _ = run(tmp_path, [write_jsonl(tmp_path / "a.jsonl", rows)], split_by="org_id")
+    orgs = {s: set(df.org_id) for s, df in splits.items()}
+    assert not (orgs["train"] & orgs["val"]) and not (orgs["train"] & orgs["test"])
+
+
+def test_jsonl_csv_parquet_in_any_mix(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [rec(1), rec(2)])
+    pd.DataFrame([rec(3), rec(4)]).to_parquet(tmp_path / "b.parquet")
+    (tmp_path / "c.csv").write_text("prompt_id,user_id,org_id,created_at,source,prompt\n"
+                                    'p5,u5,,,,"Reverse the words: red cat big"\n'
+                                    "p6,u6,o1,,customer,List 3 fruits.,extra cell\n")
+    files = ingest.raw_files([tmp_path])
+    result, splits, q = run(tmp_path, files)
+    assert sorted(all_rows(splits).prompt_id) == ["p1", "p2", "p3", "p4", "p5"]
+    assert list(q.reason) == ["7 fields, header has 6"] and list(q.line) == [3]
+    row = all_rows(splits).set_index("prompt_id").loc["p5"]
+    assert pd.isna(row.org_id) and pd.isna(row.source)  # empty CSV cells are missing values
+
+
+def test_public_shapes(tmp_path):
+    rows = [{"instruction": "Summarize this.", "input": "The fox is red.", "output": "A red fox.", "user": "a"},
+            {"text": "\n\nHuman: What is 2 plus 2?\n\nAssistant: 4\n\nHuman: thanks\n\nAssistant: ok", "user": "b"},
+            {"prompt_id": "n1", "uid": "c", "question": "List 3 fruits."}]
+    path = write_jsonl(tmp_path / "pub.jsonl", rows)
+    _, splits, q = run(tmp_path, [path], user_id_field="user", field_map={"uid": "user_id", "question": "prompt"})
+    got = all_rows(splits).set_index("prompt_id").prompt.to_dict()
+    assert got == {"pub:1": "Summarize this. The fox is red.", "pub:2": "What is 2 plus 2?", "n1": "List 3 fruits."}
+    assert q.empty
+
+
+def test_file_without_user_ids_is_a_clear_error(tmp_path):
+    path = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": f"Do {i}.", "output": "ok"} for i in range(5)])
+    with pytest.raises(ingest.IngestError, match=r"alpaca\.jsonl: no record has a 'user_id' field.*user_id_field"):
+        run(tmp_path, [path])
+
+
+def test_small_chunks_give_the_same_result(tmp_path):
+    rows = [rec(i, user=f"u{i % 13}", prompt=f"What is {i % 37} plus 1?") for i in range(300)]
+    path = write_jsonl(tmp_path / "a.jsonl", rows)
+    r1, s1, _ = run(tmp_path / "big", [path], chunk_rows=50_000)
+    r2, s2, _ = run(tmp_path / "small", [path], chunk_rows=7)
+    assert r1.counts == r2.counts
+    for s in ingest.SPLITS:
+        pd.testing.assert_frame_equal(s1[s].sort_values("prompt_id").reset_index(drop=True),
+                                      s2[s].sort_values("prompt_id").reset_index(drop=True))
+
+
+def test_conservation_mismatch_fails():
+    counts = ingest.Counts(read=10, quarantined=1, duplicates=1, capped=1, kept={"train": 5, "val": 1, "test": 0})
+    with pytest.raises(ingest.IngestError, match="lost rows: read 10, accounted for 9"):
+        counts.check()
+
+
+def test_quarantine_gate_fails_the_stage(tmp_path):
+    (tmp_path / "raw").mkdir()
+    path = write_jsonl(tmp_path / "raw" / "a.jsonl", [rec(1), "{bad", "{bad"])
+    with pytest.raises(ingest.IngestError, match=r"2 of 3 rows \(66.7%\) quarantined"):
+        ingest.run([path.parent], tmp_path / "out", tmp_path / "q", tmp_path / "reports", cfg())
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["quarantined"] == 2
