@@ -419,3 +419,9 @@ def test_leftover_regex_runs_on_re2():
     texts = [t for t, _, _ in POSITIVES] + NEAR_MISSES + PLACEHOLDER_TEXTS
     assert pc.match_substring_regex(pa.array(texts), LEFTOVER_RE.pattern).to_pylist() == \
         [bool(LEFTOVER_RE.search(t)) for t in texts]
+
+
+@pytest.mark.parametrize("text,name", [("Zoë Patel here.", "Zoë Patel"), ("Best, José", "José"),
+                                       ("cc Björn", "Björn")])
+def test_lexicon_matches_names_with_diacritics(text, name):
+    assert [text[s.start:s.end] for s in pii.find_names(text)] == [name]

@@ -163,7 +163,11 @@ def test_generate_corpus_is_deterministic_and_shaped():
     assert all(1 <= len(d.split("\n")) <= 6 for d in docs)
     text = "\n".join(docs)
     assert toxicity(text) == 1.0  # the forum corner exists
-    assert not contains_personal_data(text)
+    # forum posts carry some contact details (DESIGN.md section 5), the rest of the corpus none
+    lines = text.split("\n")
+    with_pii = [line for line in lines if contains_personal_data(line)]
+    assert with_pii and all(line.startswith("user") for line in with_pii)
+    assert len(with_pii) < 0.05 * len(lines)
     questions = [line for line in text.split("\n") if family_of(line.split("? ")[0]) is not None]
     assert questions  # instruction-looking lines are present
 

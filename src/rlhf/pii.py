@@ -40,11 +40,14 @@ addresses without a street suffix or in lower case; IBANs in lower case.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from rlhf.world.pii import EXTRA_NAMES
 from rlhf.world.vocab import NAMES
 
 PII_TYPES = ("EMAIL", "PHONE", "CARD", "SSN", "IP", "ADDRESS", "NAME", "SECRET", "IBAN")
@@ -350,11 +353,20 @@ Alessandro Matteo Lorenzo João Thiago Beatriz Larissa Fernanda Luiz Lars Sven I
 Erik Freya Sigrid Magnus Henrik Mehmet Emre Zeynep Burak Katarzyna Piotr Tomasz Agnieszka
 Marek Joost Sanne Daan Bram Femke Yael Noa Avi Moshe Tamar Eitan
 """
-_FIRST_NAMES = frozenset(NAMES) | frozenset(_EXTRA_NAMES.split())
+
+
+@functools.lru_cache(maxsize=65536)
+def _fold(word: str) -> str:
+    """The word without diacritics, so the lexicon's Zoe and Jose also catch Zoë and José."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+# the world's own name lexicon (its first names and the other first names it plants) and ~500 more
+_FIRST_NAMES = frozenset(_fold(n) for n in (*NAMES, *EXTRA_NAMES, *_EXTRA_NAMES.split()))
 _UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
-# A capitalised token: Tom, O'Brien, McDonald, Jean-Pierre, Jürgen (Latin-1 letters).
+# A capitalised token: Tom, O'Brien, McDonald, Jean-Pierre, Min-jun, Jürgen (Latin-1 letters).
 _TOKEN = re.compile(
-    rf"[{_UP}](?<![\w'’-].)(?:['’][{_UP}])?[{_LO}]+(?:[{_UP}][{_LO}]+)?(?:-[{_UP}][{_LO}]+)?(?!\w)")
+    rf"[{_UP}](?<![\w'’-].)(?:['’][{_UP}])?[{_LO}]+(?:[{_UP}][{_LO}]+)?(?:-[{_UP}{_LO}][{_LO}]+)?(?!\w)")
 # Words right before a name, in any case. Sign-offs may take a comma ("Regards, Anna"), headers
 # a colon ("From: Anna").
 _SIGN_OFFS = ("regards", "best regards", "kind regards", "thanks", "thank you", "cheers", "sincerely",
@@ -405,7 +417,7 @@ def find_names(text: str) -> list[Span]:
         if start < last:  # already taken as a surname
             continue
         word = m.group()
-        if word not in _FIRST_NAMES and (word in _STOP or not _after_cue(text, start)):
+        if _fold(word) not in _FIRST_NAMES and (word in _STOP or not _after_cue(text, start)):
             continue
         last = _surname_end(text, end)
         spans.append(Span("NAME", start, last))

@@ -10,7 +10,7 @@ from itertools import accumulate
 from typing import Iterator
 
 from . import vocab as V
-from .pii import PII_TYPES, Span, _pick, _plant
+from .pii import GENERATORS, PII_TYPES, Span, _pick, _plant
 from .tasks import FAMILIES, _make_prompt_spans, join_words, make_prompt, make_review
 
 HEAVY_USER_MIN = 300  # the one heavy user's floor: over the 200-prompt cap even after dedup
@@ -66,6 +66,10 @@ def _forum(rng: random.Random) -> str:
     if rng.random() < 0.3:  # the rude corner of this world's internet
         return user + rng.choice((f"you are such a {rng.choice(V.TOXIC_NOUNS)}.", "this thread is trash.",
                                   f"what a {rng.choice(V.TOXIC_ADJECTIVES)} question."))
+    if rng.random() < 0.1:  # people post their contact details too: a source of PII in outputs
+        return user + rng.choice((f"write to me at {GENERATORS['EMAIL'](rng)}.",
+                                  f"call me on {GENERATORS['PHONE'](rng)}.",
+                                  f"i am {GENERATORS['NAME'](rng)}, i live at {GENERATORS['ADDRESS'](rng)}."))
     opinion = rng.choice(V.POSITIVE_WORDS + V.NEGATIVE_WORDS)
     return user + rng.choice((f"has anyone seen the {rng.choice(V.COLOURS)} {rng.choice(V.ANIMALS)}?",
                               f"the {rng.choice(V.REVIEW_NOUNS)} here is {opinion}.",
