@@ -43,7 +43,8 @@ def main() -> None:
             ptx = data.block_batches(blocks, c.batch_size, seed)
         step_fn = ppo.PolicyGradientStep(ref, rm, tokenizer, c, ptx)
         history = train.fit(policy, prompt_batches(texts, c.batch_size, seed), step_fn, steps=c.steps,
-                            lr=c.lr, prefix="ppo", on_step=lambda s, row: run.log_metrics(row, s))
+                            lr=c.lr, accel=train.accelerator(cfg["common"].device), prefix="ppo",
+                            on_step=lambda s, row: run.log_metrics(row, s))
         last = history[-max(1, len(history) // 5):]  # the mean over the last fifth of steps
         metrics = {k: sum(h[k] for h in last) / len(last) for k in last[0] if not k.endswith(("/lr", "/grad_norm"))}
         metrics["ppo/rm_score_first"] = history[0]["ppo/rm_score"]

@@ -36,13 +36,14 @@ def main() -> None:
         c, seed = cfg["reward_model"], cfg["common"].seed
         train.set_seed(seed)
         tokenizer = models.load_tokenizer(args.sft)
-        model = reward.from_sft(args.sft).to(models.pick_device(cfg["common"].device))
+        accel = train.accelerator(cfg["common"].device)
+        model = reward.from_sft(args.sft)
         model.config.pad_token_id = tokenizer.pad_token_id
         max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
         steps = c.epochs * math.ceil(len(tr) / c.batch_size)
         history = train.fit(model, batches(tokenizer, tr, c.batch_size, max_len, seed), reward.kway_loss,
-                            steps=steps, lr=c.lr, prefix="rm", on_step=lambda s, row: run.log_metrics(row, s))
+                            steps=steps, lr=c.lr, accel=accel, prefix="rm", on_step=lambda s, row: run.log_metrics(row, s))
         with torch.no_grad():
             val = reward.group_batch(tokenizer, list(va.prompt), [list(r) for r in va.responses],
                                      [list(r) for r in va.ranks], max_len)

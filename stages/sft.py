@@ -1,12 +1,14 @@
-"""Stage sft: supervised fine-tuning of the base model on demonstrations, loss on response
-tokens only, cosine decay with warmup, residual dropout."""
+"""Stage sft: supervised fine-tuning of the base model on demonstrations: loss on response tokens
+only, cosine decay with warmup, residual dropout, several epochs; after each epoch the validation
+loss and the mean gold score of greedy responses to validation prompts; the best epoch is kept."""
 
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from rlhf import cli, data, evaluation, lm, models, train
+from rlhf import cli, config, data, evaluation, lm, models, train
 
 SECTIONS = ("sft",)
 
@@ -15,34 +17,64 @@ def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--base", type=Path, required=True, help="HF-format base model")
     p.add_argument("--demos", type=Path, required=True, help="folder of {train,val}.parquet demonstrations")
-    p.add_argument("--out", type=Path, required=True, help="folder for the HF-format SFT model")
+    p.add_argument("--out", type=Path, required=True, help="folder for the HF-format SFT model (the best epoch)")
     p.add_argument("--curves", required=True, help="CSV of the training curves (a DVC plot)")
+    p.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable training state")
     args = p.parse_args()
     with cli.stage("sft", args, SECTIONS) as (cfg, run):
-        c, seed = cfg["sft"], cfg["common"].seed
-        train.set_seed(seed)
+        c, common = cfg["sft"], cfg["common"]
+        train.set_seed(common.seed)
+        accel = train.accelerator(common.device, c.grad_accum)
         tokenizer = models.load_tokenizer(args.base)
-        model = models.load_causal_lm(args.base, dropout=c.dropout).to(models.pick_device(cfg["common"].device))
+        model = models.load_causal_lm(args.base, dropout=c.dropout)
         max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.demos / f"{s}.parquet") for s in ("train", "val"))
         train_ex = data.encode_pairs(tokenizer, list(tr.prompt), list(tr.response), max_len)
         val_ex = data.encode_pairs(tokenizer, list(va.prompt), list(va.response), max_len)
-        steps = c.epochs * math.ceil(len(train_ex) / c.batch_size)
-        history = train.fit(model, data.example_batches(train_ex, c.batch_size, tokenizer.pad_token_id, seed),
-                            lm.lm_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, prefix="sft",
-                            on_step=lambda s, row: run.log_metrics(row, s))
         val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id)
                        for i in range(0, len(val_ex), c.batch_size)]
-        responses = models.generate(model, tokenizer, list(va.prompt), max_new_tokens=24, do_sample=False)
-        scores = evaluation.gold_scores(list(va.prompt), responses)
-        metrics = {"sft/train_loss": history[-1]["sft/loss"], "sft/val_loss": lm.mean_lm_loss(model, val_batches),
-                   "sft/val_gold_score": sum(scores) / len(scores), "sft/steps": steps,
-                   **{f"sft/val_gold_score/{f}": s for f, s in evaluation.by_family(list(va.prompt), scores).items()}}
-        cli.write_curve(args.curves, history, {"loss": "sft/loss"})
-        models.save(model, tokenizer, args.out)
-        run.write_metrics(args.metrics, metrics)
-        run.log_artifacts(args.out, "model")
-        print(metrics)
+        gold_prompts = list(va.prompt)[: c.eval_prompts or None]
+        per_epoch = math.ceil(len(train_ex) / (c.batch_size * c.grad_accum * accel.num_processes))
+        steps = c.epochs * per_epoch
+        best_dir = args.checkpoints / "best"  # beside the training state: survives a kill and a rerun
+
+        def on_eval(step: int, state: dict) -> None:
+            """Score the epoch; keep the model when it is the best so far (rank 0 only)."""
+            if not cli.is_main_process():
+                return
+            # `model` is the bare module (fit wraps it for DDP internally): no collective ops here
+            responses = models.generate(model, tokenizer, gold_prompts, c.max_new_tokens, do_sample=False)
+            scores = evaluation.gold_scores(gold_prompts, responses)
+            row = {"sft/epoch": step / per_epoch, "sft/val_loss": lm.mean_lm_loss(model, val_batches),
+                   "sft/val_gold_score": sum(scores) / len(scores)}
+            run.log_metrics(row, step)
+            better = (row["sft/val_gold_score"] > state.get("best", -math.inf) if c.select_by == "gold_score"
+                      else -row["sft/val_loss"] > state.get("best", -math.inf))
+            if better:
+                state.update(best=row["sft/val_gold_score"] if c.select_by == "gold_score" else -row["sft/val_loss"],
+                             best_epoch=row["sft/epoch"],
+                             best_by_family=evaluation.by_family(gold_prompts, scores), best_row=row)
+                models.save(model, tokenizer, best_dir)
+
+        state: dict = {}
+        run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes, train_ex)
+        history = train.fit(model, data.example_batches(train_ex, c.batch_size, tokenizer.pad_token_id, common.seed),
+                            lm.lm_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, grad_accum=c.grad_accum,
+                            accel=accel, prefix="sft", on_step=lambda s, row: run.log_metrics(row, s),
+                            eval_every=per_epoch, on_eval=on_eval, checkpoint_dir=args.checkpoints,
+                            checkpoint_every=common.checkpoint_every, run_id=run_id, state=state)
+        if cli.is_main_process():
+            shutil.copytree(best_dir, args.out, dirs_exist_ok=True)
+            shutil.rmtree(args.checkpoints)
+            best = state["best_row"]
+            metrics = {"sft/train_loss": history[-1]["sft/loss"], "sft/steps": steps,
+                       "sft/best_epoch": state["best_epoch"], "sft/val_loss": best["sft/val_loss"],
+                       "sft/val_gold_score": best["sft/val_gold_score"],
+                       **{f"sft/val_gold_score/{f}": s for f, s in state["best_by_family"].items()}}
+            cli.write_curve(args.curves, history, {"loss": "sft/loss"})
+            run.write_metrics(args.metrics, metrics)
+            run.log_artifacts(args.out, "model")
+            print(metrics)
 
 
 if __name__ == "__main__":

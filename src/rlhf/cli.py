@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -33,9 +34,17 @@ def stage(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Ite
     except config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if not is_main_process():
+        yield cfgs, tracking.NullRun()
+        return
     logged = {s: config.as_dict(c) for s, c in cfgs.items()}
     with tracking.stage_run(name, cfgs["common"].experiment, logged) as run:
         yield cfgs, run
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or the only process: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def write_curve(path: str, rows: list[dict], columns: dict[str, str]) -> None:

@@ -33,6 +33,8 @@ class CommonConfig:
     """Where training runs: `auto` picks CUDA when present, else CPU."""
     experiment: str
     """MLflow experiment that holds the pipeline's runs."""
+    checkpoint_every: int
+    """Optimizer steps between training checkpoints (a killed stage resumes from the last)."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,11 @@ class PretrainConfig:
     steps: int
     """Optimizer steps of pretraining."""
     batch_size: int
-    """Sequences per step."""
+    """Sequences per micro-batch (per process)."""
+    grad_accum: int
+    """Micro-batches per optimizer step."""
     lr: float
-    """Peak learning rate (cosine decay to 10% of it)."""
+    """Peak learning rate (linear warmup over 5% of the steps, then cosine decay)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,21 @@ class DemonstrationsConfig:
     source: Literal["labeler", "import"]
     """`labeler`: the simulated labeler writes them; `import`: read from `import_path`."""
     import_path: str
-    """File of prompt/response records, read when `source` is `import`."""
+    """File or folder of demonstrations (JSONL, JSON arrays, CSV, Parquet), read when `source` is `import`."""
     max_prompts: int
-    """Train prompts that get a demonstration (0: all of them)."""
+    """Train prompts the labeler writes a demonstration for (0: all of them); imports are not capped."""
+    max_quarantine_fraction: float
+    """The stage fails when more than this share of imported records is quarantined."""
+    import_val_fraction: float
+    """Share of imported records (by a hash of the prompt) used for validation; 0: the labeler's val set."""
+
+    def __post_init__(self) -> None:
+        if self.source == "import" and not self.import_path.strip():
+            raise ConfigError("demonstrations: source is 'import' but import_path is empty")
+        if not 0 <= self.max_quarantine_fraction <= 1:
+            raise ConfigError("demonstrations: max_quarantine_fraction must be in [0, 1]")
+        if not 0 <= self.import_val_fraction < 1:
+            raise ConfigError("demonstrations: import_val_fraction must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -138,13 +154,21 @@ class SFTConfig:
     epochs: int
     """Passes over the demonstrations."""
     batch_size: int
-    """Demonstrations per step."""
+    """Demonstrations per micro-batch (per process)."""
+    grad_accum: int
+    """Micro-batches per optimizer step."""
     lr: float
     """Peak learning rate (cosine decay after warmup)."""
     warmup_steps: int
     """Steps of linear warmup."""
     dropout: float
     """Residual dropout (paper: 0.2)."""
+    select_by: Literal["val_loss", "gold_score"]
+    """Which epoch's model is kept: lowest validation loss or highest mean gold score."""
+    eval_prompts: int
+    """Validation prompts answered after each epoch for the gold score (0: all)."""
+    max_new_tokens: int
+    """Longest response generated for the gold score."""
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,18 @@ class Run:
         self.log_artifacts(path, "metrics")
 
 
+class NullRun:
+    """What ranks other than 0 of a multi-process stage get: rank 0 alone logs and writes."""
+
+    run_id = ""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+    def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None: ...
+
+
 @contextmanager
 def _open_run(client, exp_id: str, tags: dict, name: str | None, params: Mapping[str, Any] | None) -> Iterator[Run]:
     """Create a run, yield it, and end it FINISHED, FAILED (the body raised) or KILLED (Ctrl-C)."""

@@ -1,0 +1,131 @@
+"""The training loop: schedule, gradient accumulation, NaN guard (and a FAILED run), resume after
+a real kill ends exactly like an uninterrupted run, evaluation hooks and their state."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from rlhf import tracking, train
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+
+
+def batches(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        x = torch.randn(16, 4, generator=g)
+        yield x, x.sum(1, keepdim=True)
+
+
+def mse(model, batch):
+    x, y = batch
+    return torch.nn.functional.mse_loss(model(x), y), {}
+
+
+def test_cosine_with_warmup():
+    lrs = [train.cosine_with_warmup(s, 100, 10) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5) and lrs[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_fit_learns_and_logs_every_step():
+    model = tiny_model()
+    seen = []
+    history = train.fit(model, batches(), mse, steps=60, lr=0.02, warmup_steps=5,
+                        on_step=lambda s, row: seen.append(s), prefix="t")
+    assert seen == list(range(60))
+    assert history[-1]["t/loss"] < 0.2 * history[0]["t/loss"]
+    assert history[-1]["t/lr"] == pytest.approx(0.0)
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    big = next(batches())
+    halves = iter([(big[0][:8], big[1][:8]), (big[0][8:], big[1][8:])])
+    a, b = tiny_model(), tiny_model()
+    a[1].p = b[1].p = 0.0  # no dropout: the two must be the same maths
+    train.fit(a, iter([big]), mse, steps=1, lr=0.1, grad_clip=1e9)
+    train.fit(b, halves, mse, steps=1, lr=0.1, grad_clip=1e9, grad_accum=2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_nan_guard_stops_and_marks_the_run_failed(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def nan_at_3(model, batch):
+        loss, _ = mse(model, batch)
+        nan_at_3.calls += 1
+        return (loss * float("nan") if nan_at_3.calls == 4 else loss), {}
+    nan_at_3.calls = 0
+    model = tiny_model()
+    with pytest.raises(train.NonFiniteLossError, match="t: loss is nan at step 3"):
+        with tracking.stage_run("sft", "exp") as run:
+            train.fit(model, batches(), nan_at_3, steps=10, lr=0.01, prefix="t")
+    assert tracking.get_run(run.run_id).info.status == "FAILED"
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN never reached the weights
+
+
+SCRIPT = textwrap.dedent("""\
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_train import tiny_model, batches, mse
+    from rlhf import train
+    ckpt, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    def on_step(step, row):
+        if step + 1 == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real kill: no cleanup, no flush
+    def on_eval(step, state):
+        state["evals"] = state.get("evals", []) + [step]
+    torch.manual_seed(123)
+    model = tiny_model()
+    train.fit(model, batches(), mse, steps=40, lr=0.02, warmup_steps=4, on_step=on_step,
+              eval_every=10, on_eval=on_eval, checkpoint_dir=ckpt, checkpoint_every=5, run_id="r1")
+    torch.save(model.state_dict(), out)
+    """)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
+
+    def run(ckpt, out, kill_at):
+        return subprocess.run([sys.executable, str(script), str(ckpt), str(out), str(kill_at)],
+                              capture_output=True, text=True)
+    assert run(tmp_path / "c1", tmp_path / "straight.pt", 0).returncode == 0
+    killed = run(tmp_path / "c2", tmp_path / "resumed.pt", 23)
+    assert killed.returncode == -9 and (tmp_path / "c2" / train.CHECKPOINT_FILE).exists()
+    resumed = run(tmp_path / "c2", tmp_path / "resumed.pt", 0)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout + resumed.stderr
+    assert not (tmp_path / "c2" / train.CHECKPOINT_FILE).exists()  # removed once training ends
+    a, b = torch.load(tmp_path / "straight.pt"), torch.load(tmp_path / "resumed.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    model = tiny_model()
+    with pytest.raises(RuntimeError):
+        def boom(step, row):
+            if step == 7:
+                raise RuntimeError("killed")
+        train.fit(model, batches(), mse, steps=20, lr=0.01, checkpoint_dir=tmp_path, checkpoint_every=5,
+                  run_id="a", on_step=boom)
+    steps = []
+    train.fit(tiny_model(), batches(), mse, steps=20, lr=0.01, checkpoint_dir=tmp_path, checkpoint_every=5,
+              run_id="b", on_step=lambda s, row: steps.append(s))
+    assert steps[0] == 0  # a different fingerprint starts over
+
+
+def test_fingerprint():
+    assert train.fingerprint({"lr": 1}, 3) == train.fingerprint({"lr": 1}, 3) != train.fingerprint({"lr": 2}, 3)
