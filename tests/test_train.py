@@ -129,3 +129,16 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
 
 def test_fingerprint():
     assert train.fingerprint({"lr": 1}, 3) == train.fingerprint({"lr": 1}, 3) != train.fingerprint({"lr": 2}, 3)
+
+
+def test_response_only_labels_and_truncation_keeps_the_response():
+    from rlhf import data, models
+
+    tok = models.train_tokenizer(["What is 1 plus 2? 3", "Reverse the words: red cat big"] * 50, 300)
+    (full,) = data.encode_pairs(tok, ["What is 1 plus 2?"], ["3"], 128)
+    n_resp = sum(label != -100 for label in full["labels"])
+    assert full["labels"][:-n_resp] == [-100] * (len(full["labels"]) - n_resp)  # prompt tokens: no loss
+    assert full["labels"][-n_resp:] == full["input_ids"][-n_resp:] and full["input_ids"][-1] == tok.eos_token_id
+    (cut,) = data.encode_pairs(tok, ["Reverse the words: " + "red cat big " * 40], ["big cat red"], 16)
+    assert len(cut["input_ids"]) == 16 and cut["input_ids"][-1] == tok.eos_token_id
+    assert sum(label != -100 for label in cut["labels"]) >= 3  # the response survived

@@ -51,13 +51,15 @@ def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[
 
 
 def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_len: int) -> list[dict]:
-    """Prompt + response + EOS token ids, with labels only on the response and EOS."""
+    """Prompt + response + EOS token ids, with labels only on the response and EOS. Too long, the
+    prompt loses its start first, so the response (what carries the loss) survives."""
     out = []
     for prompt, response in zip(prompts, responses):
         p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
-        r = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (p + r)[:max_len]
-        labels = ([IGNORE] * len(p) + r)[:max_len]
+        r = (tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
+        p = p[len(p) - (max_len - len(r)):] if len(p) + len(r) > max_len else p
+        ids = p + r
+        labels = [IGNORE] * len(p) + r
         out.append({"input_ids": ids, "labels": labels})
     return out
 
