@@ -52,10 +52,12 @@ def main() -> None:
         tokenizer = models.load_tokenizer(args.sft)
         rm = reward.load(args.rm).to(device).eval()
         responses, gold, rm_scores = {}, {}, {}
-        for policy in ("base", "sft", "ppo"):
-            model = models.load_causal_lm(getattr(args, policy)).to(device)
-            tok = models.load_tokenizer(getattr(args, policy))
-            responses[policy] = models.generate(model, tok, prompts, c.max_new_tokens, do_sample=False)
+        prefix = evaluation.few_shot_prefix(c.few_shot, cfg["common"].seed)
+        for policy, path, shots in (("base", args.base, ""), ("prompted_base", args.base, prefix),
+                                    ("sft", args.sft, ""), ("ppo", args.ppo, "")):
+            model = models.load_causal_lm(path).to(device)
+            tok = models.load_tokenizer(path)
+            responses[policy] = models.generate(model, tok, prompts, c.max_new_tokens, do_sample=False, prefix=shots)
             gold[policy] = evaluation.gold_scores(prompts, responses[policy])
             rm_scores[policy] = reward.score(rm, tokenizer, prompts, responses[policy])
         metrics, families = {"eval/test_prompts": len(prompts)}, {}
@@ -65,17 +67,19 @@ def main() -> None:
                 f"eval/{policy}/gold_score": sum(gold[policy]) / len(prompts),
                 f"eval/{policy}/rm_score": sum(rm_scores[policy]) / len(prompts),
                 f"eval/{policy}/win_rate_vs_sft": evaluation.win_rate(gold[policy], gold["sft"]),
+                f"eval/{policy}/win_rate_vs_prompted_base": evaluation.win_rate(gold[policy], gold["prompted_base"]),
                 f"eval/{policy}/response_words": sum(len(r.split()) for r in responses[policy]) / len(prompts),
                 **{f"eval/{policy}/gold_score/{f}": s for f, s in families[policy].items()}})
         plot_by_family(families, args.plots / "gold_by_family.png")
         args.report.mkdir(parents=True, exist_ok=True)
         lines = ["# Evaluation on test prompts (held-out users)", "",
                  f"{len(prompts)} prompts; gold labeler scores in [0, 1]; win rate vs SFT counts ties half.", "",
-                 "| policy | gold score | win rate vs SFT | RM score | words |", "|---|---|---|---|---|"]
+                 "| policy | gold score | win rate vs SFT | win rate vs prompted base | RM score | words |",
+                 "|---|---|---|---|---|---|"]
         for policy in responses:
             m = lambda k: metrics[f"eval/{policy}/{k}"]  # noqa: E731
             lines.append(f"| {policy} | {m('gold_score'):.3f} | {m('win_rate_vs_sft'):.3f} | "
-                         f"{m('rm_score'):.3f} | {m('response_words'):.1f} |")
+                         f"{m('win_rate_vs_prompted_base'):.3f} | {m('rm_score'):.3f} | {m('response_words'):.1f} |")
         lines += ["", "## Sample responses", ""]
         for i in range(min(5, len(prompts))):
             lines.append(f"- **{prompts[i]}**")

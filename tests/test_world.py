@@ -227,3 +227,9 @@ def test_malformed_records_one_per_class():
     assert isinstance(wrong_type["user_id"], list) and all(isinstance(x, int) for x in wrong_type["user_id"])
     assert "user_id" not in missing_user and missing_user["prompt"]
     assert malformed_records(random.Random(0)) == lines
+
+
+def test_task_found_after_a_placeholder_that_took_the_full_stop():
+    # "St." ends both an address and its sentence: the scrubber takes the stop into <ADDRESS>
+    prompt = "My address is <ADDRESS> Reverse the words: bear kiwi brown white"
+    assert family_of(prompt) == "reverse" and gold_answer(prompt) == "white brown kiwi bear"

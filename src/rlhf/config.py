@@ -219,6 +219,8 @@ class EvaluateConfig:
     """Test prompts each policy answers (0: all)."""
     max_new_tokens: int
     """Longest evaluated response."""
+    few_shot: int
+    """Demonstrations before each prompt for the prompted base model (the paper's GPT-3 prompted)."""
 
 
 SECTIONS: dict[str, type] = {

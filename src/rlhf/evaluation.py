@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 
 from rlhf import world
+from rlhf.models import format_prompt
 
 
 def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
@@ -24,3 +26,16 @@ def win_rate(a: list[float], b: list[float]) -> float:
     if len(a) != len(b) or not a:
         raise ValueError(f"win_rate needs two equal, non-empty score lists, got {len(a)} and {len(b)}")
     return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)) / len(a)
+
+
+def few_shot_prefix(k: int, seed: int = 0) -> str:
+    """k demonstrations of different task families in the policy template: the paper's
+    "GPT-3 (prompted)" baseline puts the base model in instruction-following mode this way."""
+    rng = random.Random(seed)
+    families = list(world.FAMILIES)
+    rng.shuffle(families)
+    shots = []
+    for family in (families * k)[:k]:
+        prompt = world.make_prompt(rng, family)
+        shots.append(f"{format_prompt(prompt)} {world.gold_answer(prompt)}\n\n")
+    return "".join(shots)

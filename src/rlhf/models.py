@@ -89,17 +89,21 @@ def max_positions(model) -> int:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
-             do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64) -> list[str]:
+             do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64,
+             prefix: str = "") -> list[str]:
     """Responses to raw prompts (template applied here), left-padded batched generation with the
-    KV cache; `num_return_sequences` responses per prompt, grouped by prompt."""
+    KV cache; `num_return_sequences` responses per prompt, grouped by prompt. A `prefix` (few-shot
+    examples) goes before each prompt; the response then ends at its first line break, where a
+    few-shot model would start the next example."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # an over-long input loses its oldest text, never the question
     limit = max_positions(model) - max_new_tokens
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        texts = [format_prompt(p) for p in prompts[i:i + batch_size]]
+        texts = [prefix + format_prompt(p) for p in prompts[i:i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
         enc = {k: v.to(device) for k, v in enc.items()}
         kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,
@@ -109,7 +113,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
             kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
         seqs = model.generate(**enc, **kwargs)
         new = seqs[:, enc["input_ids"].shape[1]:]
-        out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+        decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+        out.extend((t.strip().split("\n")[0].strip() if prefix else t.strip()) for t in decoded)
     tokenizer.padding_side = "right"
     model.train(was_training)
     return out

@@ -190,7 +190,9 @@ def _trim(text: str) -> str:
 
 # A task starts at the text's start or after a sentence/clause break, and ends at the text's end
 # or at terminal punctuation followed by a space (texts are whitespace-collapsed and _trim-med first).
-_START = r"(?:^|(?<=[.!?:,] ))"
+# a placeholder may have taken a sentence's full stop with it ("at <ADDRESS> Reverse ...": the
+# scrubber cannot tell "St." the suffix from "St." the end), so "> " is a boundary too
+_START = r"(?:^|(?<=[.!?:,>] ))"
 _END = r"(?:[.!?]+(?= |$)|$)"
 
 
