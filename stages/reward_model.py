@@ -13,18 +13,6 @@ from rlhf.losses import pairwise_accuracy
 SECTIONS = ("reward_model",)
 
 
-def batches(tokenizer, table: pd.DataFrame, batch_size: int, max_len: int, seed: int):
-    """Endless shuffled batches of whole prompts, each with all K of its ranked responses."""
-    epoch = 0
-    while True:
-        t = table.sample(frac=1.0, random_state=seed + epoch)
-        for i in range(0, len(t), batch_size):
-            b = t.iloc[i:i + batch_size]
-            yield reward.group_batch(tokenizer, list(b.prompt), [list(r) for r in b.responses],
-                                     [list(r) for r in b.ranks], max_len)
-        epoch += 1
-
-
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--sft", type=Path, required=True, help="HF-format SFT model (the RM's initialisation)")
@@ -42,7 +30,7 @@ def main() -> None:
         max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
         steps = c.epochs * math.ceil(len(tr) / c.batch_size)
-        history = train.fit(model, batches(tokenizer, tr, c.batch_size, max_len, seed), reward.kway_loss,
+        history = train.fit(model, reward.ranking_batches(tokenizer, tr, c.batch_size, max_len, seed), reward.kway_loss,
                             steps=steps, lr=c.lr, accel=accel, prefix="rm", on_step=lambda s, row: run.log_metrics(row, s))
         with torch.no_grad():
             val = reward.group_batch(tokenizer, list(va.prompt), [list(r) for r in va.responses],

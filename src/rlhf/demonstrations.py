@@ -158,9 +158,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """Every record of one file, as (line or row, record or None, reason or None)."""
     if path.suffix == ".json":
         return read_json(path)
-    if path.suffix == ".parquet":
-        return _records(ingest.read_parquet(path, PARQUET_BATCH))
-    return _records(ingest.read_raw(path, PARQUET_BATCH))  # .jsonl, .csv
+    return _records(ingest.read_raw(path, PARQUET_BATCH))  # .jsonl, .csv, .parquet
 
 
 # -- one record to a demonstration ------------------------------------------------------------------

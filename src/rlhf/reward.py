@@ -61,3 +61,15 @@ def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size
                         None, max_len)
         out.extend(rewards(model, b).squeeze(-1).float().cpu().tolist())
     return out
+
+
+def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
+    """Endless shuffled batches of whole prompts, each with all K of its ranked responses."""
+    epoch = 0
+    while True:
+        t = table.sample(frac=1.0, random_state=seed + epoch)
+        for i in range(0, len(t), batch_size):
+            b = t.iloc[i:i + batch_size]
+            yield group_batch(tokenizer, list(b.prompt), [list(r) for r in b.responses],
+                              [list(r) for r in b.ranks], max_len)
+        epoch += 1
