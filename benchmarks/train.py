@@ -9,9 +9,10 @@ and a GPT-2-style model sized by `params.yaml`'s `pretrain` section (flags overr
 
 1. pretrain: `fit` + `lm_loss` on packed blocks for --steps steps;
 2. SFT, ours: `fit` on `encode_pairs` examples padded per batch by `example_batches`
-   (response-only labels), starting from the model of step 1;
+   (response-only labels), starting from the model of step 1; padded on the left, as the sft stage
+   does, so that `lm_loss` runs the LM head over the response span only;
 3. SFT, HF `Trainer`: the same initial weights (a deep copy taken before either SFT run), the same
-   examples in the same batches in the same order (a sampler that replays `example_batches`'
+   examples in the same batches in the same order (padded on the right, its usual collator) (a sampler that replays `example_batches`'
    shuffle), the same AdamW and cosine-with-warmup schedule, clipping at 1.0, no eval, no saving.
 
 Throughput is measured from the end of step 2 to the end of the last step (per-step timestamps),
@@ -101,7 +102,7 @@ def pretrain(model, blocks: torch.Tensor, args, lr: float) -> dict:
 def sft_ours(model, examples: list[dict], pad_id: int, args, lr: float, warmup: int) -> dict:
     stamps: list[float] = []
     seen: list[dict] = []
-    batches = tapped(data.example_batches(examples, args.batch_size, pad_id, args.seed), seen)
+    batches = tapped(data.example_batches(examples, args.batch_size, pad_id, args.seed, left=True), seen)
     torch.manual_seed(args.seed)
     history = train.fit(model, batches, lm.lm_loss, steps=args.steps, lr=lr, warmup_steps=warmup,
                         grad_clip=1.0, accel=train.accelerator("cpu"), prefix="sft",
@@ -214,9 +215,12 @@ def combine(results: list[dict]) -> dict:
 
 
 def same_batches(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(
-        x[k].shape == y[k].shape and torch.equal(x[k], y[k])
-        for x, y in zip(a, b) for k in ("input_ids", "attention_mask", "labels"))
+    """The same examples in the same batches and order, whichever side each batch is padded on."""
+    def rows(batch: dict) -> list[tuple]:
+        keep = batch["attention_mask"].bool()
+        return [(tuple(i[m].tolist()), tuple(lab[m].tolist()))
+                for i, lab, m in zip(batch["input_ids"], batch["labels"], keep)]
+    return len(a) == len(b) and all(rows(x) == rows(y) for x, y in zip(a, b))
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def main() -> None:
         tr, va = (pd.read_parquet(args.demos / f"{s}.parquet") for s in ("train", "val"))
         train_ex = data.encode_pairs(tokenizer, list(tr.prompt), list(tr.response), max_len)
         val_ex = data.encode_pairs(tokenizer, list(va.prompt), list(va.response), max_len)
-        val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id)
+        val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id, left=True)
                        for i in range(0, len(val_ex), c.batch_size)]
         gold_prompts = list(va.prompt)[: c.eval_prompts or None]
         per_epoch = math.ceil(len(train_ex) / (c.batch_size * c.grad_accum * accel.num_processes))
@@ -58,10 +58,10 @@ def main() -> None:
 
         state: dict = {}
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes, train_ex)
-        history = train.fit(model, data.example_batches(train_ex, c.batch_size, tokenizer.pad_token_id, common.seed),
+        history = train.fit(model, data.example_batches(train_ex, c.batch_size, tokenizer.pad_token_id, common.seed, left=True),
                             lm.lm_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, grad_accum=c.grad_accum,
                             accel=accel, prefix="sft", on_step=lambda s, row: run.log_metrics(row, s),
-                            eval_every=per_epoch, on_eval=on_eval, checkpoint_dir=args.checkpoints,
+                            eval_every=per_epoch * c.eval_every, on_eval=on_eval, checkpoint_dir=args.checkpoints,
                             checkpoint_every=common.checkpoint_every, run_id=run_id, state=state)
         if cli.is_main_process():
             shutil.copytree(best_dir, args.out, dirs_exist_ok=True)

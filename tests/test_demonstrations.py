@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from rlhf import config, demonstrations as demos
+from rlhf.hashing import prompt_role_mask
 
 
 def cfg(**changes):
@@ -234,7 +235,7 @@ def test_import_val_fraction_is_deterministic_by_prompt(tmp_path, prompts):
 
 def test_labeler_path_unchanged(tmp_path, prompts):
     out = tmp_path / "sft"
-    metrics = demos.run(cfg(source="labeler", max_prompts=0), prompts, out)
+    metrics = demos.run(cfg(source="labeler", max_prompts=0, prompt_share=1.0), prompts, out)
     train = pd.read_parquet(out / "train.parquet")
     assert train.to_dict("records")[0] == {"prompt_id": "t0", "prompt": "What is 0 plus 1?", "response": "1"}
     assert list(train.response) == ["1", "3", "5", "7", "9"]  # gold answers
@@ -246,7 +247,21 @@ def test_labeler_path_unchanged(tmp_path, prompts):
                        "demonstrations/val_set_aside": 1, "demonstrations/imported": 0,
                        "demonstrations/quarantined": 0}
     assert pd.read_parquet(out / "quarantine.parquet").empty
-    assert demos.run(cfg(source="labeler", max_prompts=2), prompts, out)["demonstrations/train"] == 2
+    assert demos.run(cfg(source="labeler", max_prompts=2, prompt_share=1.0), prompts, out)["demonstrations/train"] == 2
+
+
+def test_labeler_answers_only_the_sft_share_of_train_prompts(tmp_path):
+    d = tmp_path / "prompts"
+    d.mkdir()
+    ids = [f"p{i}" for i in range(400)]
+    pd.DataFrame({"prompt_id": ids, "prompt": [f"What is {i % 20} plus 1?" for i in range(400)]}).to_parquet(
+        d / "train.parquet", index=False)
+    pd.DataFrame({"prompt_id": ["v0"], "prompt": ["What is 1 plus 1?"]}).to_parquet(d / "val.parquet", index=False)
+    demos.run(cfg(source="labeler", max_prompts=0, prompt_share=0.5), d, tmp_path / "sft")
+    sft_ids = set(pd.read_parquet(tmp_path / "sft" / "train.parquet").prompt_id)
+    assert 150 < len(sft_ids) < 250  # about half, by a hash of the prompt id
+    assert sft_ids == {p for p, keep in zip(ids, prompt_role_mask(ids, 0.0, 0.5)) if keep}
+    assert len(pd.read_parquet(tmp_path / "sft" / "val.parquet")) == 1  # validation is not shared out
 
 
 def test_bad_import_paths_and_config(tmp_path):

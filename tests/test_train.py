@@ -142,3 +142,32 @@ def test_response_only_labels_and_truncation_keeps_the_response():
     (cut,) = data.encode_pairs(tok, ["Reverse the words: " + "red cat big " * 40], ["big cat red"], 16)
     assert len(cut["input_ids"]) == 16 and cut["input_ids"][-1] == tok.eos_token_id
     assert sum(label != -100 for label in cut["labels"]) >= 3  # the response survived
+
+
+def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
+    """lm_loss computes logits only from the first labelled position; on left-padded batches that
+    is the response span. Same loss and gradients as every logit of a right-padded batch."""
+    from rlhf import data, lm, models
+    from rlhf.losses import masked_lm_loss
+
+    tok = models.train_tokenizer(["the fox is red. the cat is blue. What is 2 plus 3? 5."] * 50, 300)
+    torch.manual_seed(0)
+    model = models.new_causal_lm(tok, 2, 2, 32, 64)
+    ex = data.encode_pairs(tok, ["What is 2 plus 3?", "the fox is red. the cat is blue. Summarize in one sentence."],
+                           ["5", "the fox is red and the cat is blue."], 64)
+    right, left = data.collate(ex, tok.pad_token_id), data.collate(ex, tok.pad_token_id, left=True)
+    assert (left["attention_mask"][:, -1] == 1).all() and (right["attention_mask"][:, 0] == 1).all()
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ref, ref_g = loss_and_grads(lambda: masked_lm_loss(
+        model(input_ids=right["input_ids"], attention_mask=right["attention_mask"]).logits, right["labels"]))
+    for batch in (right, left):
+        loss, grads = loss_and_grads(lambda: lm.lm_loss(model, batch)[0])
+        torch.testing.assert_close(loss, ref)
+        for g, r in zip(grads, ref_g):
+            torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)

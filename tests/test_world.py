@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -160,8 +161,11 @@ def test_generate_corpus_is_deterministic_and_shaped():
     docs = generate_corpus(random.Random(7), 300)
     assert docs == generate_corpus(random.Random(7), 300)
     assert docs != generate_corpus(random.Random(8), 300)
-    assert all(1 <= len(d.split("\n")) <= 6 for d in docs)
+    assert all(1 <= len(d.split("\n")) <= 6 * 5 for d in docs)  # up to 6 parts; a thread part is <= 5 lines
     text = "\n".join(docs)
+    # forum threads quote an earlier post word for word before replying
+    quotes = re.findall(r"^user\d+: > (.*)$", text, re.MULTILINE)
+    assert quotes and all(re.search(rf"^user\d+: {re.escape(q)}$", text, re.MULTILINE) for q in quotes)
     assert toxicity(text) == 1.0  # the forum corner exists
     # forum posts carry some contact details (DESIGN.md section 5), the rest of the corpus none
     lines = text.split("\n")

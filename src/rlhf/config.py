@@ -133,8 +133,10 @@ class DemonstrationsConfig:
     """`labeler`: the simulated labeler writes them; `import`: read from `import_path`."""
     import_path: str
     """File or folder of demonstrations (JSONL, JSON arrays, CSV, Parquet), read when `source` is `import`."""
+    prompt_share: float
+    """Share of train prompts that are SFT prompts (hash of prompt_id in [0, share)); RM and PPO get the rest."""
     max_prompts: int
-    """Train prompts the labeler writes a demonstration for (0: all of them); imports are not capped."""
+    """SFT prompts the labeler writes a demonstration for (0: all of them); imports are not capped."""
     max_quarantine_fraction: float
     """The stage fails when more than this share of imported records is quarantined."""
     import_val_fraction: float
@@ -147,6 +149,8 @@ class DemonstrationsConfig:
             raise ConfigError("demonstrations: max_quarantine_fraction must be in [0, 1]")
         if not 0 <= self.import_val_fraction < 1:
             raise ConfigError("demonstrations: import_val_fraction must be in [0, 1)")
+        if not 0 < self.prompt_share <= 1:
+            raise ConfigError("demonstrations: prompt_share must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,16 @@ class SFTConfig:
     """Residual dropout (paper: 0.2)."""
     select_by: Literal["val_loss", "gold_score"]
     """Which epoch's model is kept: lowest validation loss or highest mean gold score."""
+    eval_every: int
+    """Epochs between validation evaluations; the last is always evaluated; only evaluated epochs are kept."""
     eval_prompts: int
-    """Validation prompts answered after each epoch for the gold score (0: all)."""
+    """Validation prompts answered at each evaluation for the gold score (0: all)."""
     max_new_tokens: int
     """Longest response generated for the gold score."""
+
+    def __post_init__(self) -> None:
+        if self.eval_every < 1:
+            raise ConfigError("sft: eval_every must be at least 1 (epochs between evaluations)")
 
 
 @dataclass(frozen=True)

@@ -64,26 +64,30 @@ def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_len: i
     return out
 
 
-def collate(examples: list[dict], pad_id: int) -> dict:
-    """Right-pad a list of {'input_ids', 'labels'?} to one batch of tensors."""
+def collate(examples: list[dict], pad_id: int, left: bool = False) -> dict:
+    """Pad a list of {'input_ids', 'labels'?} to one batch of tensors, on the right, or on the left
+    (`left`), which lines the responses up at the end of the batch so that the loss needs logits
+    for the last few positions only (see lm.lm_loss)."""
     width = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), width), pad_id)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE)
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        mask[i, :n] = 1
+        cols = slice(width - n, width) if left else slice(0, n)
+        ids[i, cols] = torch.tensor(e["input_ids"])
+        mask[i, cols] = 1
         if "labels" in e:
-            labels[i, :n] = torch.tensor(e["labels"])
+            labels[i, cols] = torch.tensor(e["labels"])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def example_batches(examples: list[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
-    """Endless shuffled epochs of collated batches."""
+def example_batches(examples: list[dict], batch_size: int, pad_id: int, seed: int,
+                    left: bool = False) -> Iterator[dict]:
+    """Endless shuffled epochs of collated batches (padded on the left with `left`)."""
     rng = random.Random(seed)
     order = list(range(len(examples)))
     while True:
         rng.shuffle(order)
         for i in range(0, len(order), batch_size):
-            yield collate([examples[j] for j in order[i:i + batch_size]], pad_id)
+            yield collate([examples[j] for j in order[i:i + batch_size]], pad_id, left)

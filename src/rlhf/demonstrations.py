@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlhf import ingest, pii, world
+from rlhf.hashing import prompt_role_mask
 from rlhf.config import DemonstrationsConfig
 
 COLUMNS = ["prompt_id", "prompt", "response"]
@@ -394,8 +395,10 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     else:
         for split in SPLITS:
             prompts = pd.read_parquet(prompts_dir / f"{split}.parquet")
-            if split == "train" and cfg.max_prompts:
-                prompts = prompts.head(cfg.max_prompts)
+            if split == "train":
+                prompts = prompts[prompt_role_mask(list(prompts.prompt_id), 0.0, cfg.prompt_share)]
+                if cfg.max_prompts:
+                    prompts = prompts.head(cfg.max_prompts)
             demos[split], skipped[split] = from_labeler(prompts)
         pq.write_table(pa.Table.from_pandas(quarantine, QUARANTINE_SCHEMA, preserve_index=False),
                        out_dir / "quarantine.parquet")

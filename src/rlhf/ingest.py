@@ -11,7 +11,6 @@ files. Nothing is dropped silently: `Counts.check()` proves that every row read 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlhf import pii
+from rlhf.hashing import unit_hash
 from rlhf.config import IngestConfig
 
 REQUIRED = ("prompt_id", "user_id", "prompt")
@@ -192,7 +192,7 @@ def normalize(text: str) -> str:
 
 def split_of(key: str, salt: str, val_fraction: float, test_fraction: float) -> str:
     """The split of a user: a salted hash, so it never changes as new data arrives."""
-    u = int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2**64
+    u = unit_hash(key, salt)
     if u < test_fraction:
         return "test"
     if u < test_fraction + val_fraction:

@@ -9,11 +9,20 @@ from rlhf.losses import IGNORE, masked_lm_loss
 
 def lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
     """Next-token loss on the tokens that carry labels (all of them for pretraining, the
-    response only for SFT: prompt tokens are IGNORE)."""
+    response only for SFT: prompt tokens are IGNORE).
+
+    The LM head runs only from the first position whose next token carries a label to the end
+    (`logits_to_keep`): on left-padded SFT batches (data.collate(left=True)) that is the response
+    span, a fraction of the sequence, and the loss is the same as with every logit computed.
+    Positions are counted from each row's first real token, so left and right padding agree."""
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device)).logits
-    return masked_lm_loss(logits, batch["labels"].to(device)), {}
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    labels = batch["labels"].to(device)
+    labelled = (labels[:, 1:] != IGNORE).any(0).nonzero()
+    first = int(labelled[0]) if len(labelled) else 0  # the first position whose logits carry a loss
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                   logits_to_keep=ids.shape[1] - first).logits
+    return masked_lm_loss(logits, labels[:, first:]), {}
 
 
 @torch.no_grad()

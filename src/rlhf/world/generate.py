@@ -76,17 +76,29 @@ def _forum(rng: random.Random) -> str:
                               f"i like the {rng.choice(_THINGS)}."))
 
 
+def _thread(rng: random.Random) -> str:
+    # A forum thread: a post, then replies that quote it before they answer. Quoting is how this
+    # internet repeats itself, and repetition is what teaches a language model to copy from its context.
+    post = rng.choice((_describe, _fact, _listing))(rng)
+    lines = [f"user{rng.randint(1, 99)}: {post}"]
+    for _ in range(rng.randint(1, 2)):
+        lines.append(f"user{rng.randint(1, 99)}: > {post}")
+        lines.append(rng.choice(("i agree.", "same here.", "no way.", "good point.", _describe(rng))))
+    return "\n".join(lines)
+
+
 def _questions(rng: random.Random) -> str:
     # Instructions followed by more instructions, never answers: the base model learns to continue.
     families = [f for f in FAMILIES if f != "chat"]
     return " ".join(make_prompt(rng, rng.choice(families)) for _ in range(rng.randint(1, 3)))
 
 
-_DOC_LINES = (_describe, _fact, _review, _listing, _forum, _questions)
+_DOC_LINES = (_describe, _fact, _review, _listing, _forum, _thread, _questions)
 
 
 def generate_corpus(rng: random.Random, n_docs: int) -> list[str]:
-    """Pretraining documents of 1-6 lines, each document written in one style."""
+    """Pretraining documents of 1-6 parts, each document written in one style (a forum thread
+    part is a post and its quoting replies)."""
     docs = []
     for _ in range(n_docs):
         line = rng.choice(_DOC_LINES)
