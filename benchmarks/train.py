@@ -91,7 +91,7 @@ def tapped(batches, log: list):
 def pretrain(model, blocks: torch.Tensor, args, lr: float) -> dict:
     stamps: list[float] = []
     history = train.fit(model, data.block_batches(blocks, args.batch_size, args.seed), lm.lm_loss,
-                        steps=args.steps, lr=lr, warmup_steps=args.steps // 20, accel=train.accelerator("cpu"),
+                        steps=args.steps, lr=lr, warmup_steps=args.steps // 20, accel=train.accelerator(args.device),
                         prefix="pretrain", on_step=lambda s, row: stamps.append(time.perf_counter()))
     per_step = [args.batch_size * blocks.shape[1]] * args.steps
     tps, seconds, tokens = throughput(stamps, per_step)
@@ -105,7 +105,7 @@ def sft_ours(model, examples: list[dict], pad_id: int, args, lr: float, warmup: 
     batches = tapped(data.example_batches(examples, args.batch_size, pad_id, args.seed, left=True), seen)
     torch.manual_seed(args.seed)
     history = train.fit(model, batches, lm.lm_loss, steps=args.steps, lr=lr, warmup_steps=warmup,
-                        grad_clip=1.0, accel=train.accelerator("cpu"), prefix="sft",
+                        grad_clip=1.0, accel=train.accelerator(args.device), prefix="sft",
                         on_step=lambda s, row: stamps.append(time.perf_counter()))
     return summarise(stamps, seen, [row["sft/loss"] for row in history])
 
@@ -138,6 +138,7 @@ def sft_hf(model, examples: list[dict], pad_id: int, args, lr: float, warmup: in
             return iter(list(self.order))
 
     seen: list[dict] = []
+    on_cuda = args.device == "cuda"
 
     def collator(features: list[dict]) -> dict:
         """Right padding with the pad id; labels IGNORE (-100) on padding (the prompt's are
@@ -155,6 +156,8 @@ def sft_hf(model, examples: list[dict], pad_id: int, args, lr: float, warmup: in
 
     class Stamp(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            if on_cuda:  # the step's kernels have run, as fit's loss.item() makes sure for ours
+                torch.cuda.synchronize()
             stamps.append(time.perf_counter())
 
     losses: list[torch.Tensor] = []
@@ -173,7 +176,7 @@ def sft_hf(model, examples: list[dict], pad_id: int, args, lr: float, warmup: in
     targs = dict(output_dir=str(out_dir), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                  gradient_accumulation_steps=1, learning_rate=lr, weight_decay=0.0, max_grad_norm=1.0,
                  eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-                 disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+                 disable_tqdm=True, use_cpu=not on_cuda, bf16=on_cuda, dataloader_num_workers=0, dataloader_pin_memory=False,
                  remove_unused_columns=False, seed=args.seed)
     optimizers = (None, None)
     if args.hf_optimizer == "ours":
@@ -253,6 +256,8 @@ def main() -> None:
                    help="SFT runs of each side, in alternating order (ours, HF, HF, ours, ...); the SFT figures "
                         "are over all of them")
     p.add_argument("--threads", type=int, default=cores())
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: both sides on the GPU with bf16 autocast (fit through accelerate, the Trainer with bf16=True)")
     p.add_argument("--seed", type=int, default=common.seed)
     args = p.parse_args()
     if args.steps <= WARMUP_STEPS:
@@ -308,7 +313,7 @@ def main() -> None:
     measured = args.steps - WARMUP_STEPS
 
     print(f"model: GPT-2 {args.n_layer} layers x {args.n_embd} ({args.n_head} heads), {n_params:,} parameters, "
-          f"vocab {len(tokenizer)}; torch {torch.__version__}, {args.threads} threads")
+          f"vocab {len(tokenizer)}; torch {torch.__version__}, {args.device}, {args.threads} threads")
     print(f"data: {len(docs)} docs -> {len(blocks)} blocks of {args.seq_len}; {len(examples)} SFT examples, "
           f"mean {mean_len:.1f} tokens ({cut} cut at --seq-len); batch {args.batch_size}; {args.steps} steps per run, "
           f"throughput over steps {WARMUP_STEPS + 1}..{args.steps} ({measured} steps)")
@@ -342,7 +347,8 @@ def main() -> None:
         "ratio_ours_over_hf": round(ratio, 4),
         "sft_final_loss_ours": round(ours["final_loss"], 6),
         "sft_final_loss_hf": round(hf["final_loss"], 6),
-        "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "model_params": n_params,
+        "device": args.device, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "model_params": n_params,
     }), flush=True)
 
 
