@@ -1,6 +1,7 @@
 """Stage sft: supervised fine-tuning of the base model on demonstrations: loss on response tokens
-only, cosine decay with warmup, residual dropout, several epochs; after each epoch the validation
-loss and the mean gold score of greedy responses to validation prompts; the best epoch is kept."""
+only, cosine decay with warmup, residual dropout, several epochs; every sft.eval_every epochs the
+validation loss and the mean gold score of greedy responses to validation prompts; the best
+evaluated epoch is kept."""
 
 import math
 import shutil
