@@ -172,11 +172,9 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     if cfg.source == "import":
         result = from_files(Path(cfg.import_path))
         quarantine = result.quarantine
-        label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
-        label_files.check_quarantine(result, cfg.max_quarantine_fraction, "demonstrations.max_quarantine_fraction",
-                                     out_dir / "quarantine.parquet")
+        demos["train"], val = label_files.gate_and_split(result, "demonstrations", cfg.max_quarantine_fraction,
+                                                         cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")
         imported = len(result.rows)
-        demos["train"], val = label_files.split_imported(result.rows, cfg.import_val_fraction, VAL_SALT)
         skipped["train"] = empty_skip
         if cfg.import_val_fraction > 0:
             demos["val"], skipped["val"] = val, empty_skip

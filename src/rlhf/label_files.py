@@ -242,16 +242,20 @@ def write_quarantine(quarantine: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(quarantine, QUARANTINE_SCHEMA, preserve_index=False), path)
 
 
-def check_quarantine(result: Imported, max_fraction: float, key: str, quarantine_path: Path) -> None:
-    """Fail when nothing was read, or when more than `max_fraction` of the records (the params key
-    `key`) were quarantined, naming the top reasons."""
+def gate_and_split(result: Imported, section: str, max_quarantine_fraction: float, val_fraction: float,
+                   salt: str, quarantine_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write the quarantine to `quarantine_path`; fail when nothing was read or more than
+    `max_quarantine_fraction` of the records (`<section>.max_quarantine_fraction`) were quarantined,
+    naming the top reasons; else the imported rows split into (train, val)."""
+    write_quarantine(result.quarantine, quarantine_path)
     if result.read == 0:
         raise ImportFilesError(f"no records in {', '.join(result.files)}")
-    if result.quarantine_fraction > max_fraction:
+    if result.quarantine_fraction > max_quarantine_fraction:
         raise ImportFilesError(
             f"{len(result.quarantine)} of {result.read} imported records ({result.quarantine_fraction:.1%}) "
-            f"quarantined, over {key}={max_fraction}; see {quarantine_path} (file, line, reason); "
-            f"top reasons: {result.top_reasons()}")
+            f"quarantined, over {section}.max_quarantine_fraction={max_quarantine_fraction}; see "
+            f"{quarantine_path} (file, line, reason); top reasons: {result.top_reasons()}")
+    return split_imported(result.rows, val_fraction, salt)
 
 
 def split_imported(rows: pd.DataFrame, val_fraction: float, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
