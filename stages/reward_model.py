@@ -53,6 +53,11 @@ def main() -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
         max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
+        # a prompt whose responses all tie has no pair: it costs forward passes and teaches nothing
+        has_pairs = tr.ranks.map(lambda r: len(set(r)) > 1)
+        skipped, tr = int((~has_pairs).sum()), tr[has_pairs].reset_index(drop=True)
+        if tr.empty:
+            raise SystemExit(f"error: no train prompt in {args.comparisons} has two responses ranked apart")
         steps = c.epochs * math.ceil(len(tr) / (c.batch_size * c.grad_accum * accel.num_processes))
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes,
                                    tr[["prompt", "responses", "ranks"]].to_json())
@@ -76,7 +81,8 @@ def main() -> None:
         val_rewards = reward.group_rewards(model, tokenizer, list(va.prompt), [list(r) for r in va.responses])
         gold = [None if g is None else list(g) for g in va.gold_scores]
         ranks = [list(r) for r in va.ranks]
-        metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/reward_shift": shift,
+        metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/train_prompts": len(tr),
+                   "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
                    **reward.validation_metrics(val_rewards, ranks, gold)}
         rows = reward.calibration(val_rewards, ranks)
         args.calibration.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from rlhf import label_files
 from rlhf.config import ComparisonsConfig
 from rlhf.hashing import prompt_role_mask
+from rlhf.train import set_seed
 
 COLUMNS = ["prompt_id", "prompt", "responses", "ranks", "gold_scores"]
 SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt", pa.string()), ("responses", pa.list_(pa.string())),
@@ -315,8 +316,6 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("train.parquet", "val.parquet", "quarantine.parquet"):
         (out_dir / name).unlink(missing_ok=True)  # nothing stale survives a failed run
-    from rlhf.train import set_seed
-
     set_seed(seed)  # the SFT model's samples
     rng = random.Random(seed)  # K per prompt and the labeler's noise
     tables: dict[str, pd.DataFrame] = {}
@@ -369,7 +368,8 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
     for split in SPLITS:
         table = tables[split]
         if table.empty:
-            raise ComparisonsError(f"no {split} rankings: {metrics.get('comparisons/imported', 0)} imported, "
+            raise ComparisonsError(f"no {split} prompts in {prompts_dir}" if split in sampled else
+                                   f"no {split} rankings: {metrics['comparisons/imported']} imported, "
                                    f"comparisons.import_val_fraction={cfg.import_val_fraction}")
         ks = table.responses.map(len)
         metrics.update({f"comparisons/{split}_prompts": len(table), f"comparisons/{split}_responses": int(ks.sum()),
