@@ -5,6 +5,7 @@ validation accuracy against the labeler's ranks, against gold, per K, and a cali
 
 import csv
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -70,13 +71,7 @@ def main() -> None:
             return
         # 1. shift: demonstrations score mean 0, in the weights a plain from_pretrained loads
         demos = pd.read_parquet(args.demonstrations / "train.parquet")
-        before = reward.score(model, tokenizer, list(demos.prompt), list(demos.response))
-        shift = sum(before) / len(before)
-        reward.shift_rewards(model, shift)
-        probe = reward.score(model, tokenizer, list(demos.prompt[:64]), list(demos.response[:64]))
-        drift = max(abs(a - shift - b) for a, b in zip(before, probe))
-        if drift > 1e-3:
-            raise RuntimeError(f"reward shift did not take: rewards moved by up to {drift:.2e} more than {shift}")
+        shift = reward.center_on(model, tokenizer, list(demos.prompt), list(demos.response))
         # 2. validation against the labeler's ranks and the gold ordering, per K; calibration
         val_rewards = reward.group_rewards(model, tokenizer, list(va.prompt), [list(r) for r in va.responses])
         gold = [None if g is None else list(g) for g in va.gold_scores]
@@ -98,6 +93,7 @@ def main() -> None:
             plot_calibration(rows, Path(tmp) / "calibration.png")
             run.log_artifacts(Path(tmp) / "calibration.png", "plots")
         run.log_artifacts(args.out, "model")
+        shutil.rmtree(args.checkpoints, ignore_errors=True)
         print(metrics)
 
 

@@ -106,8 +106,8 @@ def test_shift_makes_demonstrations_mean_0_and_survives_a_plain_load(tiny, tmp_p
     other = ["5", "pear cat", "four"]
     before = reward.score(model, tok, prompts, demos)
     before_other = reward.score(model, tok, prompts, other)
-    shift = sum(before) / len(before)
-    reward.shift_rewards(model, shift)
+    shift = reward.center_on(model, tok, prompts, demos)
+    assert shift == pytest.approx(sum(before) / len(before))
     after = reward.score(model, tok, prompts, demos)
     assert abs(sum(after) / len(after)) < 1e-5
     # every reward moves by exactly the shift: differences (and so the loss) are unchanged
@@ -151,3 +151,8 @@ def test_calibration_bins():
     assert rows[0]["observed"] == 0.5 and rows[0]["bin_low"] == 0.5
     assert rows[1]["predicted"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
     assert rows[1]["observed"] == 1.0
+
+
+def test_validation_without_a_ranked_pair_is_an_error():
+    with pytest.raises(ValueError, match="cannot be validated"):
+        reward.validation_metrics([[0.1, 0.2]], [[0, 0]], [[0.5, 0.5]])

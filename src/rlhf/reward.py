@@ -143,6 +143,19 @@ def shift_rewards(model, shift: float) -> None:
     setattr(model.config, SHIFT_KEY, float(getattr(model.config, SHIFT_KEY, 0.0)) + shift)
 
 
+def center_on(model, tokenizer, prompts: list[str], responses: list[str], check: int = 64) -> float:
+    """Shift the model's rewards so that these (the demonstrations) score mean 0; returns the
+    shift. The first `check` of them are scored again: each must have moved by the shift."""
+    before = score(model, tokenizer, prompts, responses)
+    shift = sum(before) / len(before)
+    shift_rewards(model, shift)
+    after = score(model, tokenizer, prompts[:check], responses[:check])
+    drift = max(abs(b - shift - a) for a, b in zip(after, before))
+    if drift > 1e-3:
+        raise RuntimeError(f"the reward shift did not take: rewards moved up to {drift:.2e} away from -{shift}")
+    return shift
+
+
 # -- validation figures ------------------------------------------------------------------------------
 
 def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]]) -> tuple[int, int]:
@@ -161,7 +174,9 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
     agree, total = accuracy_counts(rewards_, ranks)
-    out = {"rm/val_loss": kway_ranking_loss(r, k, mask).item(), "rm/val_accuracy": agree / max(1, total),
+    if total == 0:
+        raise ValueError("no two validation responses are ranked apart: the reward model cannot be validated")
+    out = {"rm/val_loss": kway_ranking_loss(r, k, mask).item(), "rm/val_accuracy": agree / total,
            "rm/val_pairs": total}
     with_gold = [(x, competition_ranks(g)) for x, g in zip(rewards_, gold) if g is not None]
     if with_gold:
