@@ -1,41 +1,34 @@
-"""Stage comparisons: sample K responses per RM prompt from the SFT model and have the simulated
-labeler rank them by gold score plus noise."""
+"""Stage comparisons: K responses (K in [k_min, k_max], per prompt) sampled from the SFT model for each
+RM prompt and each validation prompt, ranked by the simulated labeler (gold score plus noise
+calibrated to the target agreement with gold); or rankings imported from files (ranked lists,
+chosen/rejected pairs, Human/Assistant transcripts), PII-scrubbed, bad records quarantined."""
 
-import random
+import json
+import sys
 from pathlib import Path
 
-import pandas as pd
+from rlhf import cli, comparisons, label_files
 
-from rlhf import cli, comparisons, models, train
-
-SECTIONS = ("comparisons",)
+SECTIONS = ("comparisons", "demonstrations")  # demonstrations.prompt_share: where the RM prompts start
 
 
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--sft", type=Path, required=True, help="HF-format SFT model")
     p.add_argument("--prompts", type=Path, required=True, help="folder of {train,val}.parquet prompts")
-    p.add_argument("--out", type=Path, required=True, help="folder for {train,val}.parquet rankings")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for {train,val}.parquet rankings and quarantine.parquet")
     args = p.parse_args()
     with cli.stage("comparisons", args, SECTIONS) as (cfg, run):
-        c, seed = cfg["comparisons"], cfg["common"].seed
-        train.set_seed(seed)
-        tokenizer = models.load_tokenizer(args.sft)
-        model = models.load_causal_lm(args.sft).to(models.pick_device(cfg["common"].device))
-        rng = random.Random(seed)
-        args.out.mkdir(parents=True, exist_ok=True)
-        metrics = {}
-        for split in ("train", "val"):
-            prompts = pd.read_parquet(args.prompts / f"{split}.parquet")
-            if split == "train" and c.max_prompts:
-                prompts = prompts.sample(n=min(c.max_prompts, len(prompts)), random_state=seed)
-            table, agreement = comparisons.sample_and_rank(model, tokenizer, prompts, c, rng)
-            table.to_parquet(args.out / f"{split}.parquet", index=False)
-            metrics[f"comparisons/{split}_prompts"] = len(table)
-            if agreement is not None:
-                metrics[f"comparisons/{split}_labeler_gold_agreement"] = agreement
+        common = cfg["common"]
+        try:
+            metrics = comparisons.run(cfg["comparisons"], cfg["demonstrations"].prompt_share, args.sft,
+                                      args.prompts, args.out, common.seed, common.device)
+        except label_files.ImportFilesError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
         run.write_metrics(args.metrics, metrics)
-        print(metrics)
+        print(json.dumps(metrics))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf import cli, demonstrations
+from rlhf import cli, demonstrations, label_files
 
 SECTIONS = ("demonstrations",)
 
@@ -20,7 +20,7 @@ def main() -> None:
     with cli.stage("demonstrations", args, SECTIONS) as (cfg, run):
         try:
             metrics = demonstrations.run(cfg["demonstrations"], args.prompts, args.out)
-        except demonstrations.DemonstrationsError as e:
+        except label_files.ImportFilesError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         run.write_metrics(args.metrics, metrics)

@@ -1,49 +1,99 @@
-"""Stage reward_model: the SFT trunk with a scalar head, trained on K-way rankings (all C(K,2)
-pairs of a prompt in one batch element)."""
+"""Stage reward_model: the SFT trunk with a scalar head, trained on K-way rankings (a prompt with its
+K ranked responses is one batch element, all K in one forward pass, the loss averaged over its
+C(K,2) pairs); then a bias shift so that demonstrations score mean 0, stored in the weights; then
+validation accuracy against the labeler's ranks, against gold, per K, and a calibration plot."""
 
+import csv
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from rlhf import cli, models, reward, train
-from rlhf.losses import pairwise_accuracy
+from rlhf import cli, config, models, reward, train
 
 SECTIONS = ("reward_model",)
+
+
+def plot_calibration(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="calibrated")
+    ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label="reward model")
+    ax.set_xlabel("predicted P(w beats l) = sigmoid(r_w - r_l)")
+    ax.set_ylabel("observed: w ranked above l")
+    ax.set_title("RM calibration on validation rankings")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--sft", type=Path, required=True, help="HF-format SFT model (the RM's initialisation)")
     p.add_argument("--comparisons", type=Path, required=True, help="folder of {train,val}.parquet rankings")
+    p.add_argument("--demonstrations", type=Path, required=True,
+                   help="folder of train.parquet demonstrations: their mean reward is shifted to 0")
     p.add_argument("--out", type=Path, required=True, help="folder for the HF-format reward model")
+    p.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable training state")
     p.add_argument("--curves", required=True, help="CSV of the training curves (a DVC plot)")
+    p.add_argument("--calibration", type=Path, required=True, help="CSV of the calibration curve (a DVC plot)")
     args = p.parse_args()
     with cli.stage("reward_model", args, SECTIONS) as (cfg, run):
-        c, seed = cfg["reward_model"], cfg["common"].seed
-        train.set_seed(seed)
+        c, common = cfg["reward_model"], cfg["common"]
+        train.set_seed(common.seed)
         tokenizer = models.load_tokenizer(args.sft)
-        accel = train.accelerator(cfg["common"].device)
+        accel = train.accelerator(common.device, c.grad_accum)
         model = reward.from_sft(args.sft)
         model.config.pad_token_id = tokenizer.pad_token_id
         max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
-        steps = c.epochs * math.ceil(len(tr) / c.batch_size)
-        history = train.fit(model, reward.ranking_batches(tokenizer, tr, c.batch_size, max_len, seed), reward.kway_loss,
-                            steps=steps, lr=c.lr, accel=accel, prefix="rm", on_step=lambda s, row: run.log_metrics(row, s))
-        with torch.no_grad():
-            val = reward.group_batch(tokenizer, list(va.prompt), [list(r) for r in va.responses],
-                                     [list(r) for r in va.ranks], max_len)
-            r = reward.rewards(model, val).cpu()
-            gold_ranks = torch.tensor([[sorted(g, reverse=True).index(x) for x in g] for g in va.gold_scores])
-            metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps,
-                       "rm/val_accuracy": pairwise_accuracy(r, val["ranks"]).item(),
-                       "rm/val_accuracy_gold": pairwise_accuracy(r, gold_ranks).item()}
+        # a prompt whose responses all tie has no pair: it costs forward passes and teaches nothing
+        has_pairs = tr.ranks.map(lambda r: len(set(r)) > 1)
+        skipped, tr = int((~has_pairs).sum()), tr[has_pairs].reset_index(drop=True)
+        if tr.empty:
+            raise SystemExit(f"error: no train prompt in {args.comparisons} has two responses ranked apart")
+        steps = c.epochs * math.ceil(len(tr) / (c.batch_size * c.grad_accum * accel.num_processes))
+        run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes,
+                                   tr[["prompt", "responses", "ranks"]].to_json())
+        history = train.fit(model, reward.ranking_batches(tokenizer, tr, c.batch_size, max_len, common.seed),
+                            reward.kway_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps,
+                            grad_accum=c.grad_accum, accel=accel, prefix="rm",
+                            on_step=lambda s, row: run.log_metrics(row, s), checkpoint_dir=args.checkpoints,
+                            checkpoint_every=common.checkpoint_every, run_id=run_id)
+        if not cli.is_main_process():
+            return
+        # 1. shift: demonstrations score mean 0, in the weights a plain from_pretrained loads
+        demos = pd.read_parquet(args.demonstrations / "train.parquet")
+        shift = reward.center_on(model, tokenizer, list(demos.prompt), list(demos.response))
+        # 2. validation against the labeler's ranks and the gold ordering, per K; calibration
+        val_rewards = reward.group_rewards(model, tokenizer, list(va.prompt), [list(r) for r in va.responses])
+        gold = [None if g is None else list(g) for g in va.gold_scores]
+        ranks = [list(r) for r in va.ranks]
+        metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/train_prompts": len(tr),
+                   "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
+                   **reward.validation_metrics(val_rewards, ranks, gold)}
+        rows = reward.calibration(val_rewards, ranks)
+        args.calibration.parent.mkdir(parents=True, exist_ok=True)
+        with args.calibration.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["bin_low", "bin_high", "predicted", "observed", "pairs"])
+            w.writeheader()
+            w.writerows(rows)
         cli.write_curve(args.curves, history, {"loss": "rm/loss", "accuracy": "rm/train_accuracy"})
         models.save(model, tokenizer, args.out)
         run.write_metrics(args.metrics, metrics)
+        run.log_artifacts(args.calibration, "plots")
+        with tempfile.TemporaryDirectory() as tmp:  # the PNG is for MLflow; DVC plots draw the CSV
+            plot_calibration(rows, Path(tmp) / "calibration.png")
+            run.log_artifacts(Path(tmp) / "calibration.png", "plots")
         run.log_artifacts(args.out, "model")
+        shutil.rmtree(args.checkpoints, ignore_errors=True)
         print(metrics)
 
 

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from rlhf import config, demonstrations as demos
+from rlhf import config, demonstrations as demos, label_files
 from rlhf.hashing import prompt_role_mask
 
 
@@ -74,7 +74,7 @@ def test_each_shape_in_jsonl_and_parquet(tmp_path, name):
     for path in (write_jsonl(tmp_path / "d.jsonl", [rec]), write_parquet(tmp_path / "d.parquet", [rec])):
         result = demos.from_files(path)
         assert result.quarantine.empty, result.quarantine.to_dict("records")
-        got = result.demos.iloc[0]
+        got = result.rows.iloc[0]
         # normalised as ingest does (whitespace collapsed), so the Alpaca blank line is a space
         assert (got.prompt, got.response) == (" ".join(prompt.split()), response)
         assert got.prompt_id == "d:1"
@@ -86,11 +86,11 @@ def test_csv_shapes(tmp_path):
     b = write_csv(tmp_path / "alpaca.csv", [{"instruction": "Say hi", "input": "", "output": "hi"},
                                             {"instruction": "Add", "input": "2 and 3", "output": "5"}])
     c = write_csv(tmp_path / "hh.csv", [{"text": "Human: Name a colour\n\nAssistant: red"}])
-    assert demos.from_files(a).demos.to_dict("records") == [
+    assert demos.from_files(a).rows.to_dict("records") == [
         {"prompt_id": "x1", "prompt": "Name a fruit", "response": "apple"},
         {"prompt_id": "pr:3", "prompt": "Name a tree", "response": "oak"}]  # line 3: header is line 1
-    assert list(demos.from_files(b).demos.prompt) == ["Say hi", "Add 2 and 3"]
-    assert demos.from_files(c).demos.iloc[0][["prompt", "response"]].tolist() == ["Name a colour", "red"]
+    assert list(demos.from_files(b).rows.prompt) == ["Say hi", "Add 2 and 3"]
+    assert demos.from_files(c).rows.iloc[0][["prompt", "response"]].tolist() == ["Name a colour", "red"]
 
 
 def test_json_array_file_with_lines(tmp_path):
@@ -98,13 +98,13 @@ def test_json_array_file_with_lines(tmp_path):
     path.write_text('[\n  {"instruction": "Say hi", "output": "hi"},\n  {"instruction": "Say bye",\n'
                     '   "output": "bye", "id": 7},\n  [1]\n]\n')
     result = demos.from_files(path)
-    assert result.demos.to_dict("records") == [{"prompt_id": "alpaca:2", "prompt": "Say hi", "response": "hi"},
+    assert result.rows.to_dict("records") == [{"prompt_id": "alpaca:2", "prompt": "Say hi", "response": "hi"},
                                               {"prompt_id": "7", "prompt": "Say bye", "response": "bye"}]
     assert result.quarantine.to_dict("records") == [
         {"file": str(path), "line": 5, "reason": "expected a JSON object, got list"}]
     broken = tmp_path / "broken.json"
     broken.write_text('[{"prompt": "a", "response": "b"},\n {"prompt": ')
-    with pytest.raises(demos.DemonstrationsError, match=r"broken.json: line 2 .*broken JSON array"):
+    with pytest.raises(label_files.ImportFilesError, match=r"broken.json: line 2 .*broken JSON array"):
         demos.from_files(broken)
 
 
@@ -119,7 +119,7 @@ def test_folder_with_a_mix(tmp_path):
     result = demos.from_files(folder)
     assert len(result.files) == 4 and result.quarantine.empty
     # two files named a.*: their generated ids keep the folder path apart
-    assert sorted(result.demos.prompt_id) == ["a:1", "a:2", "b:2", "c:1", "more/a:1"]
+    assert sorted(result.rows.prompt_id) == ["a:1", "a:2", "b:2", "c:1", "more/a:1"]
 
 
 def test_each_quarantine_reason_with_file_and_line(tmp_path):
@@ -172,7 +172,7 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert got[("rows.csv", 3)] == "field 'response': missing"  # an empty CSV cell is missing
     assert got[("rows.csv", 4)].startswith("3 fields, header has 2")
     assert got[("t.parquet", 2)] == "field 'prompt': missing"
-    assert len(result.demos) == 3 and result.read == 3 + len(q) == 3 + 19  # every record counted
+    assert len(result.rows) == 3 and result.read == 3 + len(q) == 3 + 19  # every record counted
 
 
 def test_pii_in_imports_is_scrubbed_and_text_normalised(tmp_path):
@@ -181,7 +181,7 @@ def test_pii_in_imports_is_scrubbed_and_text_normalised(tmp_path):
         {"messages": [{"role": "user", "content": "My card is 4111 1111 1111 1111"},
                       {"role": "assistant", "content": "Noted"}]},
         {"prompt": "Hi", "response": "Hello", "id": "jo.doe@example.com"}])
-    got = demos.from_files(path).demos
+    got = demos.from_files(path).rows
     assert got.prompt[0] == "Email <EMAIL> about it"
     assert got.response[0] == "Sure, I wrote to <EMAIL>."
     assert got.prompt[1] == "My card is <CARD>"
@@ -195,7 +195,7 @@ def test_quarantine_gate(tmp_path, prompts):
     out = tmp_path / "sft"
     (out).mkdir()
     (out / "train.parquet").write_text("stale")
-    with pytest.raises(demos.DemonstrationsError, match=r"2 of 20 imported records \(10.0%\) quarantined.*"
+    with pytest.raises(label_files.ImportFilesError, match=r"2 of 20 imported records \(10.0%\) quarantined.*"
                                                          r"max_quarantine_fraction=0.05.*invalid JSON"):
         demos.run(cfg(source="import", import_path=str(path)), prompts, out)
     assert not (out / "train.parquet").exists()  # no output that looks good
@@ -265,12 +265,12 @@ def test_labeler_answers_only_the_sft_share_of_train_prompts(tmp_path):
 
 
 def test_bad_import_paths_and_config(tmp_path):
-    with pytest.raises(demos.DemonstrationsError, match="no such file or folder"):
+    with pytest.raises(label_files.ImportFilesError, match="no such file or folder"):
         demos.from_files(tmp_path / "nope")
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(demos.DemonstrationsError, match="unsupported file type"):
+    with pytest.raises(label_files.ImportFilesError, match="unsupported file type"):
         demos.from_files(tmp_path / "x.txt")
-    with pytest.raises(demos.DemonstrationsError, match="no demonstration files"):
+    with pytest.raises(label_files.ImportFilesError, match="no demonstration files"):
         demos.from_files(tmp_path)
     with pytest.raises(config.ConfigError, match="import_path is empty"):
         cfg(source="import", import_path="")

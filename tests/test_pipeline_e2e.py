@@ -21,7 +21,7 @@ TINY = {
     "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
                  "steps": 10, "batch_size": 8},
     "sft": {"epochs": 1, "batch_size": 16},
-    "comparisons": {"k": 4, "max_prompts": 12, "max_new_tokens": 8},
+    "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
     "reward_model": {"batch_size": 4},
     "ppo": {"steps": 2, "batch_size": 4, "max_new_tokens": 8},
     "evaluate": {"max_prompts": 12, "max_new_tokens": 8},
@@ -63,7 +63,11 @@ def test_real_pipeline_end_to_end(tmp_path):
     for name in ("base", "sft", "ppo"):
         AutoTokenizer.from_pretrained(root / "models" / name)
         AutoModelForCausalLM.from_pretrained(root / "models" / name)
-    assert AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm").config.num_labels == 1
+    rm = AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm")
+    rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
+    assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
+    assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    assert (root / "plots" / "reward_model" / "calibration.csv").read_text().startswith("bin_low,bin_high,predicted")
 
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     try:

@@ -1,48 +1,384 @@
-"""K-way comparisons: sample K responses per prompt, rank them with the simulated labeler."""
+"""K-way comparisons: K responses per RM prompt ranked by the simulated labeler, or imported rankings.
+
+The labeler (DESIGN.md section 5) samples K responses per prompt from the SFT model at the
+configured temperature, K drawn per prompt in [k_min, k_max], and ranks them by gold score plus
+Gaussian noise. The noise is calibrated so that the labeler agrees with the gold ordering on about
+`target_agreement` of the pairs (the paper's inter-annotator agreement, 0.73).
+
+Ties, decided here once: responses with equal gold scores tie (identical texts always do). The
+labeler's noise is drawn once per distinct gold score of a prompt, so it reorders the quality levels
+but never splits one: a tie gives no pair to the loss and is left out of every agreement figure.
+Why not break gold ties by noise: gold scores come in few levels (0.4 wrong format, 0.5 wrong
+answer, 1.0 correct), so most responses of a prompt share one; on the default world 71% of the
+pairs would then be ordered by a coin flip, noise the RM cannot learn and a ceiling of about 0.56
+on its accuracy against the labeler. Ranks are competition ranks: 0 is the best, tied responses
+share the best rank among them.
+
+Imported rankings (`comparisons.source: import`, any mix of files under `comparisons.import_path`):
+- ranked lists: `prompt` and `completions` ordered best to worst, or `prompt`, `responses` and
+  `ranks` (integers, lower is better, equal ranks are ties);
+- chosen/rejected pairs: `prompt`, `chosen`, `rejected` (K = 2);
+- Human/Assistant transcripts (Anthropic HH): `chosen` and `rejected` each a whole
+  "\\n\\nHuman: ... \\n\\nAssistant: ..." conversation that they share up to the last assistant
+  turn; the prompt is that shared conversation (its human turn alone when there is just one), the
+  responses are the two last assistant turns.
+In CSV, list fields are JSON lists in a cell. Text is normalised and PII-scrubbed, bad records are
+quarantined with file, line and reason (see `rlhf.label_files`).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import random
+import re
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from rlhf import models
+from rlhf import label_files
 from rlhf.config import ComparisonsConfig
-from rlhf.evaluation import gold_scores
+from rlhf.hashing import prompt_role_mask
+from rlhf.train import set_seed
+
+COLUMNS = ["prompt_id", "prompt", "responses", "ranks", "gold_scores"]
+SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt", pa.string()), ("responses", pa.list_(pa.string())),
+                    ("ranks", pa.list_(pa.int64())), ("gold_scores", pa.list_(pa.float64()))])
+SPLITS = ("train", "val")
+VAL_SALT = "comparisons"  # salt of the prompt hash that sends an imported ranking to val
+_ASSISTANT_MARK = "\n\nAssistant:"
 
 
-def rank(gold: list[float], noise: float, rng: random.Random) -> list[int]:
-    """The labeler's rank of each response (0 = best): gold score plus Gaussian noise; exact
-    ties after noise are broken by position, so every ranking is total."""
-    noisy = [g + rng.gauss(0.0, noise) if noise > 0 else g for g in gold]
-    order = sorted(range(len(gold)), key=lambda i: (-noisy[i], i))
-    ranks = [0] * len(gold)
-    for r, i in enumerate(order):
-        ranks[i] = r
-    return ranks
+class ComparisonsError(label_files.ImportFilesError):
+    """Comparisons the stage cannot build (as opposed to bad records, which are quarantined)."""
 
 
-def agreement(gold: list[list[float]], ranks: list[list[int]]) -> float | None:
-    """Share of pairs with distinct gold scores that the ranking orders like gold does (None
-    when no pair has distinct gold scores)."""
+# -- ranks and agreement ----------------------------------------------------------------------------
+
+def competition_ranks(values: list[float], higher_is_better: bool = True) -> list[int]:
+    """0 for the best; equal values share a rank (the number of values strictly better)."""
+    sign = 1 if higher_is_better else -1
+    return [sum(sign * w > sign * v for w in values) for v in values]
+
+
+def gold_agreement(gold: list[list[float]], ranks: list[list[int]]) -> tuple[int, int]:
+    """(agreeing, total) over the pairs with distinct gold scores: a pair agrees when the ranking
+    puts the higher-gold response strictly above the other."""
     agree = total = 0
     for g, r in zip(gold, ranks):
         for i in range(len(g)):
             for j in range(i + 1, len(g)):
                 if g[i] != g[j]:
                     total += 1
-                    agree += (g[i] > g[j]) == (r[i] < r[j])
-    return agree / total if total else None
+                    agree += r[i] != r[j] and (g[i] > g[j]) == (r[i] < r[j])
+    return agree, total
 
 
-def sample_and_rank(model, tokenizer, prompts: pd.DataFrame, cfg: ComparisonsConfig,
-                    rng: random.Random) -> tuple[pd.DataFrame, float | None]:
+def expected_agreement(gold: list[list[float]], noise: float) -> float | None:
+    """The labeler's expected agreement with gold at noise std `noise`, exactly: a pair whose gold
+    scores differ by d keeps its order with probability Phi(d / (noise * sqrt 2)). None when no
+    pair has distinct gold scores."""
+    diffs = [abs(g[i] - g[j]) for g in gold for i in range(len(g)) for j in range(i + 1, len(g)) if g[i] != g[j]]
+    if not diffs:
+        return None
+    if noise == 0:
+        return 1.0
+    return sum(0.5 * (1 + math.erf(d / (2 * noise))) for d in diffs) / len(diffs)
+
+
+def calibrate_noise(gold: list[list[float]], target: float, iters: int = 60) -> float:
+    """The noise std at which the expected agreement with gold is `target`, by bisection (the
+    agreement falls from 1 at zero noise towards 0.5). Zero when no pair has distinct gold."""
+    if expected_agreement(gold, 1.0) is None or target >= 1.0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while expected_agreement(gold, hi) > target:
+        hi *= 2
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected_agreement(gold, mid) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def label(gold: list[float], noise: float, rng: random.Random) -> list[int]:
+    """The labeler's ranks: gold plus Gaussian noise, one draw per distinct gold score (equal gold
+    scores, identical texts among them, tie)."""
+    drawn: dict[float, float] = {}
+    for g in gold:
+        if g not in drawn:
+            drawn[g] = g + (rng.gauss(0.0, noise) if noise > 0 else 0.0)
+    return competition_ranks([drawn[g] for g in gold])
+
+
+def pair_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Ranked pairs (what the loss sees), tied pairs, tied pairs of identical texts, and prompts
+    that give no pair at all (every response tied)."""
+    ranked = tied = identical = no_pairs = 0
+    for ranks, responses in zip(table.ranks, table.responses):
+        pairs = [(i, j) for i in range(len(ranks)) for j in range(i + 1, len(ranks))]
+        n_ranked = sum(ranks[i] != ranks[j] for i, j in pairs)
+        ranked += n_ranked
+        tied += len(pairs) - n_ranked
+        identical += sum(responses[i] == responses[j] for i, j in pairs)
+        no_pairs += n_ranked == 0
+    return {"pairs": ranked, "tied_pairs": tied, "identical_pairs": identical, "prompts_without_pairs": no_pairs}
+
+
+# -- the simulated labeler --------------------------------------------------------------------------
+
+def rm_prompts(prompts: pd.DataFrame, cfg: ComparisonsConfig, sft_share: float, seed: int) -> pd.DataFrame:
+    """The train prompts whose role is RM: prompt_id hashes into [sft_share, sft_share + share)."""
+    if sft_share + cfg.prompt_share > 1 + 1e-9:
+        raise ComparisonsError(f"demonstrations.prompt_share ({sft_share}) + comparisons.prompt_share "
+                               f"({cfg.prompt_share}) is over 1")
+    picked = prompts[prompt_role_mask(list(prompts.prompt_id), sft_share, sft_share + cfg.prompt_share)]
+    if cfg.max_prompts and len(picked) > cfg.max_prompts:
+        picked = picked.sample(n=cfg.max_prompts, random_state=seed).sort_index()
+    return picked.reset_index(drop=True)
+
+
+def sample(model, tokenizer, prompts: list[str], ks: list[int], cfg: ComparisonsConfig) -> list[list[str]]:
+    """ks[i] responses to prompts[i], sampled from `model`; prompts sharing a K are generated together."""
+    from rlhf import models
+
+    out: list[list[str]] = [[] for _ in prompts]
+    for k in sorted(set(ks)):
+        idx = [i for i, x in enumerate(ks) if x == k]
+        flat = models.generate(model, tokenizer, [prompts[i] for i in idx], cfg.max_new_tokens,
+                               temperature=cfg.temperature, num_return_sequences=k)
+        for n, i in enumerate(idx):
+            out[i] = flat[n * k:(n + 1) * k]
+    return out
+
+
+def sample_and_score(model, tokenizer, prompts: pd.DataFrame, cfg: ComparisonsConfig,
+                     rng: random.Random) -> pd.DataFrame:
+    """K samples per prompt (K drawn per prompt) with their gold scores; ranks not yet set."""
+    from rlhf.evaluation import gold_scores
+
     texts = list(prompts.prompt)
-    flat = models.generate(model, tokenizer, texts, cfg.max_new_tokens, temperature=cfg.temperature,
-                           num_return_sequences=cfg.k)
-    responses = [flat[i * cfg.k:(i + 1) * cfg.k] for i in range(len(texts))]
-    gold = [gold_scores([p] * cfg.k, rs) for p, rs in zip(texts, responses)]
-    ranks = [rank(g, cfg.labeler_noise, rng) for g in gold]
-    table = pd.DataFrame({"prompt_id": list(prompts.prompt_id), "prompt": texts, "responses": responses,
-                          "gold_scores": gold, "ranks": ranks})
-    return table, agreement(gold, ranks)
+    ks = [rng.randint(cfg.k_min, cfg.k_max) for _ in texts]
+    responses = sample(model, tokenizer, texts, ks, cfg)
+    gold = [gold_scores([p] * len(rs), rs) for p, rs in zip(texts, responses)]
+    return pd.DataFrame({"prompt_id": list(prompts.prompt_id), "prompt": texts, "responses": responses,
+                         "ranks": [None] * len(texts), "gold_scores": gold})
+
+
+def rank_all(table: pd.DataFrame, noise: float, rng: random.Random) -> pd.DataFrame:
+    ranks = [label(g, noise, rng) for g in table.gold_scores]
+    return table.assign(ranks=ranks)
+
+
+# -- imported rankings ------------------------------------------------------------------------------
+
+def _as_list(value: Any, name: str) -> tuple[list | None, str | None]:
+    """A list field; in CSV a JSON list in a cell."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None, f"field '{name}': not a JSON list"
+    if value is None:
+        return None, f"field '{name}': missing"
+    if not isinstance(value, (list, tuple)):
+        return None, f"field '{name}': wrong type {type(value).__name__}"
+    return list(value), None
+
+
+def _split_last_turn(text: str) -> tuple[str, str] | None:
+    """(the conversation before the last assistant turn, that turn's text)."""
+    cut = text.rfind(_ASSISTANT_MARK)
+    if cut < 0:
+        return None
+    return text[:cut], text[cut + len(_ASSISTANT_MARK):]
+
+
+def _conversation_prompt(prefix: str) -> list[tuple[str, str]]:
+    """A conversation before its last assistant turn, as the prompt's (role, text) turns; a single
+    human turn is the prompt alone (role "")."""
+    parts = re.split(r"(?:^|\n\n)(Human|Assistant):", prefix)
+    turns = ([("", parts[0])] if parts[0].strip() else []) + list(zip(parts[1::2], parts[2::2]))
+    if len(turns) == 1 and turns[0][0] in ("", "Human"):
+        return [("", turns[0][1])]
+    return turns
+
+
+def _clean_prompt(turns: list[tuple[str, str]] | Any, name: str) -> tuple[str | None, str | None]:
+    """The prompt text: each turn of a conversation cleaned on its own (the PII scrubber must not
+    read a role marker as a name), joined as a transcript."""
+    if not isinstance(turns, list):
+        return label_files.clean_text(turns, name)
+    out = []
+    for role, text in turns:
+        clean, reason = label_files.clean_text(text, name)
+        if clean is None:
+            return None, reason
+        out.append(f"{role}: {clean}" if role else clean)
+    return "\n\n".join(out), None
+
+
+def _transcript_pair(rec: dict) -> tuple[tuple | None, str | None]:
+    """(prompt, [chosen, rejected]) of two transcripts that share all but the last assistant turn."""
+    chosen, rejected = _split_last_turn(rec["chosen"]), _split_last_turn(rec["rejected"])
+    if chosen is None:
+        return None, "field 'chosen': no assistant turn"
+    if rejected is None:
+        return None, "field 'rejected': no assistant turn"
+    if chosen[0].strip() != rejected[0].strip():
+        return None, "fields 'chosen', 'rejected': the conversations differ before the last assistant turn"
+    return (_conversation_prompt(chosen[0]), "chosen", [chosen[1], rejected[1]], ["chosen", "rejected"],
+            [0, 1]), None
+
+
+def _shape(rec: dict) -> tuple[tuple | None, str | None]:
+    """(prompt, its field, responses, their fields, ranks) in the record's shape, or a reason."""
+    # a field is there when it has a value: mixed shapes in one CSV or Parquet leave the others empty
+    if rec.get("chosen") is not None or rec.get("rejected") is not None:
+        if label_files.is_transcript(rec.get("chosen")) and label_files.is_transcript(rec.get("rejected")):
+            return _transcript_pair(rec)
+        prompt = rec.get("prompt")
+        if label_files.is_transcript(prompt):
+            prompt = _conversation_prompt(prompt.rstrip().removesuffix(_ASSISTANT_MARK.strip()))
+        return (prompt, "prompt", [rec.get("chosen"), rec.get("rejected")], ["chosen", "rejected"], [0, 1]), None
+    if rec.get("completions") is not None:
+        completions, reason = _as_list(rec["completions"], "completions")
+        if reason:
+            return None, reason
+        return (rec.get("prompt"), "prompt", completions, [f"completions[{i}]" for i in range(len(completions))],
+                list(range(len(completions)))), None
+    if rec.get("responses") is not None:
+        responses, reason = _as_list(rec["responses"], "responses")
+        if reason:
+            return None, reason
+        ranks, reason = _as_list(rec.get("ranks"), "ranks")
+        if reason:
+            return None, reason
+        if len(ranks) != len(responses):
+            return None, f"field 'ranks': {len(ranks)} ranks for {len(responses)} responses"
+        for i, r in enumerate(ranks):
+            if isinstance(r, bool) or not isinstance(r, int):
+                return None, f"field 'ranks[{i}]': wrong type {type(r).__name__}"
+        return (rec.get("prompt"), "prompt", responses, [f"responses[{i}]" for i in range(len(responses))],
+                ranks), None
+    return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks, "
+                  f"prompt/chosen/rejected, or Human/Assistant transcripts in chosen/rejected); "
+                  f"fields: {label_files.field_names(rec)}")
+
+
+def to_ranking(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None]:
+    """A ranking row (COLUMNS), or None and the reason the record is quarantined."""
+    shape, reason = _shape(rec)
+    if shape is None:
+        return None, reason
+    prompt_raw, prompt_field, responses_raw, fields, given = shape
+    prompt, reason = _clean_prompt(prompt_raw, prompt_field)
+    if prompt is None:
+        return None, reason
+    responses = []
+    for value, name in zip(responses_raw, fields):
+        text, reason = label_files.clean_text(value, name)
+        if text is None:
+            return None, reason
+        responses.append(text)
+    # identical texts are one response: they tie at the best rank any of them was given
+    best = {}
+    for text, r in zip(responses, given):
+        best[text] = min(best.get(text, r), r)
+    if len(best) < 2:
+        return None, f"fewer than 2 distinct responses ({len(responses)} given)"
+    prompt_id, reason = label_files.record_id(rec)
+    if reason:
+        return None, reason
+    return {"prompt_id": prompt_id or f"{file_id}:{line}", "prompt": prompt, "responses": responses,
+            "ranks": competition_ranks([best[t] for t in responses], higher_is_better=False),
+            "gold_scores": None}, None
+
+
+def from_files(path: Path) -> label_files.Imported:
+    """Every record of the file or folder `path` as a ranking or a quarantine row."""
+    return label_files.read_all(path, to_ranking, COLUMNS, "comparisons.import_path", "ranking")
+
+
+# -- the stage --------------------------------------------------------------------------------------
+
+def write(table: pd.DataFrame, path: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(table[COLUMNS], SCHEMA, preserve_index=False), path)
+
+
+def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: Path, out_dir: Path,
+        seed: int, device: str) -> dict[str, float]:
+    """The whole comparisons stage: out_dir/{train,val,quarantine}.parquet. Returns its metrics;
+    raises ComparisonsError (or label_files.ImportFilesError) when the stage must fail, leaving no
+    train/val files behind (the quarantine stays, to see why)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("train.parquet", "val.parquet", "quarantine.parquet"):
+        (out_dir / name).unlink(missing_ok=True)  # nothing stale survives a failed run
+    set_seed(seed)  # the SFT model's samples
+    rng = random.Random(seed)  # K per prompt and the labeler's noise
+    tables: dict[str, pd.DataFrame] = {}
+    quarantine = label_files.empty_quarantine()
+    metrics: dict[str, float] = {}
+    sampled: list[str] = []  # the splits the labeler ranks
+    model = tokenizer = None
+
+    def sft():
+        nonlocal model, tokenizer
+        if model is None:
+            from rlhf import models
+
+            tokenizer = models.load_tokenizer(sft_path)
+            model = models.load_causal_lm(sft_path).to(models.pick_device(device))
+        return model, tokenizer
+
+    if cfg.source == "import":
+        result = from_files(Path(cfg.import_path))
+        quarantine = result.quarantine
+        tables["train"], val = label_files.gate_and_split(result, "comparisons", cfg.max_quarantine_fraction,
+                                                          cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")
+        if cfg.import_val_fraction > 0:
+            tables["val"] = val
+        metrics.update({"comparisons/imported": len(result.rows), "comparisons/quarantined": len(quarantine)})
+    else:
+        label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
+        train_prompts = rm_prompts(pd.read_parquet(prompts_dir / "train.parquet"), cfg, sft_share, seed)
+        if train_prompts.empty:
+            raise ComparisonsError(f"no RM prompts: no train prompt hashes into [{sft_share}, "
+                                   f"{sft_share + cfg.prompt_share}) (comparisons.prompt_share)")
+        tables["train"] = sample_and_score(*sft(), train_prompts, cfg, rng)
+        sampled.append("train")
+    if "val" not in tables:
+        val_prompts = pd.read_parquet(prompts_dir / "val.parquet")
+        if cfg.max_val_prompts:
+            val_prompts = val_prompts.head(cfg.max_val_prompts)
+        tables["val"] = sample_and_score(*sft(), val_prompts, cfg, rng)
+        sampled.append("val")
+    if sampled:
+        # calibrated on the first split the labeler ranks: train (val only when train is imported)
+        gold = list(tables[sampled[0]].gold_scores)
+        noise = calibrate_noise(gold, cfg.target_agreement) if cfg.labeler_noise == "auto" else cfg.labeler_noise
+        metrics["comparisons/labeler_noise"] = noise
+        expected = expected_agreement(gold, noise)
+        if expected is not None:
+            metrics["comparisons/expected_agreement"] = expected
+        for split in sampled:
+            tables[split] = rank_all(tables[split], noise, rng)
+    for split in SPLITS:
+        table = tables[split]
+        if table.empty:
+            raise ComparisonsError(f"no {split} prompts in {prompts_dir}" if split in sampled else
+                                   f"no {split} rankings: {metrics['comparisons/imported']} imported, "
+                                   f"comparisons.import_val_fraction={cfg.import_val_fraction}")
+        ks = table.responses.map(len)
+        metrics.update({f"comparisons/{split}_prompts": len(table), f"comparisons/{split}_responses": int(ks.sum()),
+                        f"comparisons/{split}_k_mean": float(ks.mean()),
+                        **{f"comparisons/{split}_{k}": v for k, v in pair_counts(table).items()}})
+        with_gold = table[table.gold_scores.notna()]
+        agree, total = gold_agreement(list(with_gold.gold_scores), list(with_gold.ranks))
+        if total:
+            metrics[f"comparisons/{split}_labeler_gold_agreement"] = agree / total
+    for split in SPLITS:
+        write(tables[split], out_dir / f"{split}.parquet")
+    return metrics

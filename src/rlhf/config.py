@@ -143,14 +143,21 @@ class DemonstrationsConfig:
     """Share of imported records (by a hash of the prompt) used for validation; 0: the labeler's val set."""
 
     def __post_init__(self) -> None:
-        if self.source == "import" and not self.import_path.strip():
-            raise ConfigError("demonstrations: source is 'import' but import_path is empty")
-        if not 0 <= self.max_quarantine_fraction <= 1:
-            raise ConfigError("demonstrations: max_quarantine_fraction must be in [0, 1]")
-        if not 0 <= self.import_val_fraction < 1:
-            raise ConfigError("demonstrations: import_val_fraction must be in [0, 1)")
+        _check_import("demonstrations", self.source, self.import_path, self.max_quarantine_fraction,
+                      self.import_val_fraction)
         if not 0 < self.prompt_share <= 1:
             raise ConfigError("demonstrations: prompt_share must be in (0, 1]")
+
+
+def _check_import(section: str, source: str, import_path: str, max_quarantine_fraction: float,
+                  import_val_fraction: float) -> None:
+    """The import keys that demonstrations and comparisons share."""
+    if source == "import" and not import_path.strip():
+        raise ConfigError(f"{section}: source is 'import' but import_path is empty")
+    if not 0 <= max_quarantine_fraction <= 1:
+        raise ConfigError(f"{section}: max_quarantine_fraction must be in [0, 1]")
+    if not 0 <= import_val_fraction < 1:
+        raise ConfigError(f"{section}: import_val_fraction must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -183,26 +190,58 @@ class SFTConfig:
 
 @dataclass(frozen=True)
 class ComparisonsConfig:
-    k: int
-    """Responses sampled and ranked per prompt (paper: 4 to 9)."""
+    source: Literal["labeler", "import"]
+    """`labeler`: the simulated labeler ranks K samples of the SFT model; `import`: rankings from `import_path`."""
+    prompt_share: float
+    """Share of train prompts that are RM prompts: prompt_id hashes into [s, s + prompt_share), s = demonstrations.prompt_share."""
     max_prompts: int
-    """Prompts that get K ranked responses (0: all train prompts)."""
+    """RM prompts that get K ranked responses, a seeded sample of the share (0: all of them)."""
+    max_val_prompts: int
+    """Validation prompts that get K ranked responses (0: all of them)."""
+    k_min: int
+    """Fewest responses ranked per prompt (paper: 4); K is drawn per prompt, seeded, in [k_min, k_max]."""
+    k_max: int
+    """Most responses ranked per prompt (paper: 9)."""
     max_new_tokens: int
     """Longest sampled response."""
     temperature: float
-    """Sampling temperature."""
-    labeler_noise: float
-    """Standard deviation of the noise the simulated labeler adds to gold scores before ranking."""
+    """Sampling temperature (paper: 1)."""
+    target_agreement: float
+    """Labeler-gold pairwise agreement the labeler noise is calibrated to (paper's inter-annotator: 0.73)."""
+    labeler_noise: float | Literal["auto"]
+    """Std of the Gaussian noise added to gold scores before ranking; `auto`: calibrated to `target_agreement`."""
+    import_path: str
+    """File or folder of rankings (JSONL, JSON arrays, CSV, Parquet), read when `source` is `import`."""
+    import_val_fraction: float
+    """Share of imported rankings (by a hash of the prompt) used for validation; 0: the labeler ranks val prompts."""
+    max_quarantine_fraction: float
+    """The stage fails when more than this share of imported records is quarantined."""
+
+    def __post_init__(self) -> None:
+        _check_import("comparisons", self.source, self.import_path, self.max_quarantine_fraction,
+                      self.import_val_fraction)
+        if not 0 < self.prompt_share <= 1:
+            raise ConfigError("comparisons: prompt_share must be in (0, 1]")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ConfigError("comparisons: need 2 <= k_min <= k_max")
+        if not 0.5 < self.target_agreement <= 1:
+            raise ConfigError("comparisons: target_agreement must be in (0.5, 1]")
+        if self.labeler_noise != "auto" and self.labeler_noise < 0:
+            raise ConfigError("comparisons: labeler_noise must be 'auto' or >= 0")
 
 
 @dataclass(frozen=True)
 class RewardModelConfig:
     epochs: int
-    """Passes over the comparisons (paper: 1)."""
+    """Passes over the comparisons (paper: 1; more overfits)."""
     batch_size: int
-    """Prompts per step; each brings all K of its responses."""
+    """Prompts per micro-batch (per process); each brings all K of its responses, in one forward pass."""
+    grad_accum: int
+    """Micro-batches per optimizer step."""
     lr: float
-    """Learning rate."""
+    """Peak learning rate (cosine decay after warmup)."""
+    warmup_steps: int
+    """Steps of linear warmup."""
 
 
 @dataclass(frozen=True)

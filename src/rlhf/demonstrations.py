@@ -13,43 +13,32 @@ files (JSONL, JSON arrays, CSV, Parquet, in any mix), and recognises the shape o
   `conversations` (ShareGPT: from/value): the first user turn and the first assistant turn after it;
   system messages before it are ignored.
 
-Prompt and response are normalised and PII-scrubbed exactly as ingest does prompts. A record that
-cannot be used is quarantined with its file, line (the element's first line in a JSON array, the
-row in Parquet) and reason, never its text; the caller fails the stage when too many are.
+Files, records, cleaning (normalised and PII-scrubbed exactly as ingest does prompts) and the
+quarantine (file, line, reason, never the text; the stage fails when too many) are
+`rlhf.label_files`, shared with imported rankings.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from rlhf import ingest, pii, world
+from rlhf import ingest, label_files, world
 from rlhf.hashing import prompt_role_mask
 from rlhf.config import DemonstrationsConfig
 
 COLUMNS = ["prompt_id", "prompt", "response"]
-QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string())])
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 SPLITS = ("train", "val")
 RESPONSE_FIELDS = ("response", "completion", "output", "chosen")
 TRANSCRIPT_FIELDS = ("text", "chosen", "conversation")
 VAL_SALT = "demonstrations"  # salt of the prompt hash that sends an imported record to val
-PARQUET_BATCH = 10_000
-# the counterpart of ingest._TRANSCRIPT: the assistant turn that follows a human turn
-_ASSISTANT = re.compile(r"\n\nAssistant:\s*(.*?)(?=\n\nHuman:|\Z)", re.S)
-_UNDECODABLE = re.compile(r"[\udc80-\udcff]")
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant"}
 
 
-class DemonstrationsError(RuntimeError):
+class DemonstrationsError(label_files.ImportFilesError):
     """Demonstrations the stage cannot build (as opposed to bad records, which are quarantined)."""
 
 
@@ -63,103 +52,6 @@ def from_labeler(prompts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     demos = prompts[has].assign(response=[a for a in answers if a is not None])[COLUMNS]
     skipped = prompts[~has][["prompt_id"]].assign(reason="labeler: no task family recognised")
     return demos.reset_index(drop=True), skipped.reset_index(drop=True)
-
-
-# -- reading files: each reader yields (line, record or None, reason or None) ----------------------
-
-def import_files(path: Path) -> list[Path]:
-    """The files to import: `path` itself, or every supported file under the folder `path`."""
-    if path.is_file():
-        if path.suffix not in SUFFIXES:
-            raise DemonstrationsError(f"{path}: unsupported file type {path.suffix!r}; "
-                                      f"expected one of {', '.join(SUFFIXES)}")
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()
-                       and not p.name.startswith("."))
-        if not files:
-            raise DemonstrationsError(f"{path}: no demonstration files ({', '.join(SUFFIXES)}) in this folder")
-        return files
-    raise DemonstrationsError(f"demonstrations.import_path {str(path)!r}: no such file or folder")
-
-
-def _has_undecodable(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(_UNDECODABLE.search(value))
-    if isinstance(value, dict):
-        return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_undecodable(v) for v in value)
-    return False
-
-
-def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """A JSON array of records (line: where each element starts), one JSON object, or JSONL
-    written to a .json file. An array broken part-way is an error: its records cannot be counted."""
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
-    start = len(text) - len(text.lstrip())
-    if not text.startswith("[", start):
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError:  # JSONL under a .json name, or one bad object: line by line
-            yield from _records(ingest.read_jsonl(path))
-            return
-        if _has_undecodable(rec):
-            yield 1, None, "undecodable bytes"
-        elif not isinstance(rec, dict):
-            yield 1, None, f"expected a JSON object or array, got {type(rec).__name__}"
-        else:
-            yield 1, rec, None
-        return
-    decoder = json.JSONDecoder()
-    ws = re.compile(r"\s*")
-    line, seen = 1, 0  # line number at offset `seen`
-
-    def line_at(offset: int) -> int:
-        nonlocal line, seen
-        line += text.count("\n", seen, offset)
-        seen = offset
-        return line
-
-    i = ws.match(text, start + 1).end()
-    try:
-        if text.startswith("]", i):
-            return
-        while True:
-            rec, end = decoder.raw_decode(text, i)
-            n = line_at(i)
-            if _has_undecodable(rec):
-                yield n, None, "undecodable bytes"
-            elif not isinstance(rec, dict):
-                yield n, None, f"expected a JSON object, got {type(rec).__name__}"
-            else:
-                yield n, rec, None
-            i = ws.match(text, end).end()
-            if text.startswith(",", i):
-                i = ws.match(text, i + 1).end()
-            elif text.startswith("]", i):
-                break
-            else:
-                raise json.JSONDecodeError("expected ',' or ']'", text, i)
-    except json.JSONDecodeError as e:
-        raise DemonstrationsError(f"{path}: line {e.lineno} column {e.colno}: broken JSON array "
-                                  f"({e.msg}); fix the file (its records cannot be counted)") from None
-    rest = text[i + 1:].strip()
-    if rest:
-        raise DemonstrationsError(f"{path}: line {line_at(i)}: data after the end of the JSON array")
-
-
-def _records(raw: Iterator[tuple]) -> Iterator[tuple[int, dict | None, str | None]]:
-    """ingest's readers, without their raw text (which the quarantine never keeps)."""
-    for n, rec, reason, _ in raw:
-        yield n, rec, reason
-
-
-def read_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """Every record of one file, as (line or row, record or None, reason or None)."""
-    if path.suffix == ".json":
-        return read_json(path)
-    return _records(ingest.read_raw(path, PARQUET_BATCH))  # .jsonl, .csv, .parquet
 
 
 # -- one record to a demonstration ------------------------------------------------------------------
@@ -201,14 +93,10 @@ def _from_transcript(text: str, name: str) -> tuple[tuple | None, str | None]:
     m = ingest._TRANSCRIPT.search(text)
     if not m:
         return None, f"field '{name}': no human turn"
-    a = _ASSISTANT.match(text, m.end())
+    a = label_files.ASSISTANT_TURN.match(text, m.end())
     if not a:
         return None, f"field '{name}': no assistant turn after the first human turn"
     return (m.group(1), name, a.group(1), name), None
-
-
-def _is_transcript(value: Any) -> bool:
-    return isinstance(value, str) and ingest._TRANSCRIPT.search(value) is not None
 
 
 def _shape(rec: dict) -> tuple[tuple | None, str | None]:
@@ -228,42 +116,18 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
         return (instruction, "instruction", rec.get("output"), "output"), None
     if "prompt" in rec:
         prompt = rec["prompt"]
-        if _is_transcript(prompt):
-            prompt = ingest._TRANSCRIPT.search(prompt).group(1)
+        if label_files.is_transcript(prompt):
+            prompt = label_files.first_human_turn(prompt)
         key = next((k for k in RESPONSE_FIELDS if rec.get(k) is not None and not
-                    (k == "chosen" and _is_transcript(rec[k]))), None)
+                    (k == "chosen" and label_files.is_transcript(rec[k]))), None)
         if key is None:
             return (prompt, "prompt", None, "response"), None
         return (prompt, "prompt", rec[key], key), None
     for name in TRANSCRIPT_FIELDS:
-        if _is_transcript(rec.get(name)):
+        if label_files.is_transcript(rec.get(name)):
             return _from_transcript(rec[name], name)
-    fields = pii.scrub(", ".join(map(str, list(rec)[:10])) + (", ..." if len(rec) > 10 else ""))[0]
     return None, ("no recognisable shape (expected prompt/response, instruction/output, a Human/Assistant "
-                  f"transcript in text or chosen, or messages); fields: {fields or 'none'}")
-
-
-def _clean(value: Any, name: str) -> tuple[str | None, str | None]:
-    """Normalised, PII-scrubbed text, or the reason it cannot be used."""
-    if value is None:
-        return None, f"field '{name}': missing"
-    if not isinstance(value, str):
-        return None, f"field '{name}': wrong type {type(value).__name__}"
-    text = ingest.normalize(value)
-    if not text:
-        return None, f"field '{name}': empty"
-    return pii.scrub(text)[0], None
-
-
-def _prompt_id(rec: dict) -> tuple[str | None, str | None]:
-    for key in ("prompt_id", "id"):
-        value = rec.get(key)
-        if value is None or value == "":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return None, f"field '{key}': wrong type {type(value).__name__}"
-        return pii.scrub(str(value))[0], None
-    return None, None
+                  f"transcript in text or chosen, or messages); fields: {label_files.field_names(rec)}")
 
 
 def to_demo(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None]:
@@ -272,13 +136,13 @@ def to_demo(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None
     if shape is None:
         return None, reason
     prompt_raw, prompt_field, response_raw, response_field = shape
-    prompt, reason = _clean(prompt_raw, prompt_field)
+    prompt, reason = label_files.clean_text(prompt_raw, prompt_field)
     if prompt is None:
         return None, reason
-    response, reason = _clean(response_raw, response_field)
+    response, reason = label_files.clean_text(response_raw, response_field)
     if response is None:
         return None, reason
-    prompt_id, reason = _prompt_id(rec)
+    prompt_id, reason = label_files.record_id(rec)
     if reason:
         return None, reason
     return {"prompt_id": prompt_id or f"{file_id}:{line}", "prompt": prompt, "response": response}, None
@@ -286,70 +150,9 @@ def to_demo(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None
 
 # -- import -----------------------------------------------------------------------------------------
 
-@dataclass
-class Imported:
-    demos: pd.DataFrame                     # COLUMNS
-    quarantine: pd.DataFrame                # file, line, reason
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def read(self) -> int:
-        return len(self.demos) + len(self.quarantine)
-
-    @property
-    def quarantine_fraction(self) -> float:
-        return len(self.quarantine) / max(1, self.read)
-
-    def top_reasons(self, n: int = 5) -> dict[str, int]:
-        kinds = self.quarantine.reason.str.split(":").str[0].value_counts()
-        return {k: int(v) for k, v in kinds.head(n).items()}
-
-
-def _file_ids(files: list[Path], root: Path) -> dict[Path, str]:
-    """The file stem, or the path under the import folder where two files share a stem."""
-    stems = [f.stem for f in files]
-    return {f: (f.stem if stems.count(f.stem) == 1 else
-                (f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else str(f.with_suffix(""))))
-            for f in files}
-
-
-def from_files(path: Path) -> Imported:
+def from_files(path: Path) -> label_files.Imported:
     """Every record of the file or folder `path` as a demonstration or a quarantine row."""
-    files = import_files(path)
-    ids = _file_ids(files, path)
-    rows: list[dict] = []
-    bad: dict[str, list] = {c: [] for c in QUARANTINE_SCHEMA.names}
-    seen: set[str] = set()
-    for f in files:
-        try:
-            for line, rec, reason in read_records(f):
-                row = None
-                if rec is not None:
-                    row, reason = to_demo(rec, ids[f], line)
-                if row is not None and row["prompt_id"] in seen:
-                    row, reason = None, f"field 'prompt_id': duplicate id {row['prompt_id']!r}"
-                if row is None:
-                    bad["file"].append(str(f))
-                    bad["line"].append(line)
-                    bad["reason"].append(reason)
-                    continue
-                seen.add(row["prompt_id"])
-                rows.append(row)
-        except DemonstrationsError:
-            raise
-        except (OSError, ValueError, pa.ArrowException, csv.Error) as e:
-            raise DemonstrationsError(f"{f}: cannot be read as {f.suffix[1:].upper()}: {e}") from None
-    quarantine = pa.table(bad, schema=QUARANTINE_SCHEMA).to_pandas()
-    return Imported(pd.DataFrame(rows, columns=COLUMNS), quarantine, [str(f) for f in files])
-
-
-def split_imported(demos: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, val): a record goes to val by a salted hash of its prompt, so the same prompt always
-    lands on the same side, whatever else is imported."""
-    if val_fraction <= 0 or demos.empty:
-        return demos.reset_index(drop=True), demos.iloc[:0]
-    to_val = demos.prompt.map(lambda p: ingest.split_of(p, VAL_SALT, val_fraction, 0.0) == "val")
-    return demos[~to_val].reset_index(drop=True), demos[to_val].reset_index(drop=True)
+    return label_files.read_all(path, to_demo, COLUMNS, "demonstrations.import_path", "demonstration")
 
 
 # -- the stage ----------------------------------------------------------------------------------------
@@ -364,22 +167,14 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     demos: dict[str, pd.DataFrame] = {}
     skipped: dict[str, pd.DataFrame] = {}
     empty_skip = pd.DataFrame({"prompt_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
-    quarantine = pa.table({c: [] for c in QUARANTINE_SCHEMA.names}, schema=QUARANTINE_SCHEMA).to_pandas()
+    quarantine = label_files.empty_quarantine()
     imported = 0
     if cfg.source == "import":
         result = from_files(Path(cfg.import_path))
         quarantine = result.quarantine
-        pq.write_table(pa.Table.from_pandas(quarantine, QUARANTINE_SCHEMA, preserve_index=False),
-                       out_dir / "quarantine.parquet")
-        if result.read == 0:
-            raise DemonstrationsError(f"no records in {', '.join(result.files)}")
-        if result.quarantine_fraction > cfg.max_quarantine_fraction:
-            raise DemonstrationsError(
-                f"{len(quarantine)} of {result.read} imported records ({result.quarantine_fraction:.1%}) "
-                f"quarantined, over demonstrations.max_quarantine_fraction={cfg.max_quarantine_fraction}; "
-                f"see {out_dir / 'quarantine.parquet'} (file, line, reason); top reasons: {result.top_reasons()}")
-        imported = len(result.demos)
-        demos["train"], val = split_imported(result.demos, cfg.import_val_fraction)
+        demos["train"], val = label_files.gate_and_split(result, "demonstrations", cfg.max_quarantine_fraction,
+                                                         cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")
+        imported = len(result.rows)
         skipped["train"] = empty_skip
         if cfg.import_val_fraction > 0:
             demos["val"], skipped["val"] = val, empty_skip
@@ -400,8 +195,7 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
                 if cfg.max_prompts:
                     prompts = prompts.head(cfg.max_prompts)
             demos[split], skipped[split] = from_labeler(prompts)
-        pq.write_table(pa.Table.from_pandas(quarantine, QUARANTINE_SCHEMA, preserve_index=False),
-                       out_dir / "quarantine.parquet")
+        label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
     for split in SPLITS:
         demos[split][COLUMNS].to_parquet(out_dir / f"{split}.parquet", index=False)
     pd.concat([skipped[s].assign(split=s) for s in SPLITS], ignore_index=True).to_parquet(

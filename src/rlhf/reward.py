@@ -1,14 +1,24 @@
-"""The reward model: the SFT trunk with a scalar head, trained on K-way rankings."""
+"""The reward model: the SFT trunk with a scalar head, trained on K-way rankings.
+
+A batch element is one prompt with all its K ranked responses; K may differ between the prompts of
+one batch. All responses of a batch go through the model in one forward pass, as one [N, T] batch
+(N = the sum of the Ks, no padded sequences), and their rewards are laid out as [B, K_max] with a
+mask that is False on the slots of prompts with fewer responses.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from rlhf import data
-from rlhf.losses import kway_ranking_loss, pairwise_accuracy
+from rlhf.comparisons import competition_ranks
+from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.models import max_positions
+
+SHIFT_KEY = "rlhf_reward_shift"  # in the model config: the shift already subtracted from every reward
 
 
 def from_sft(path: str | Path):
@@ -25,42 +35,44 @@ def load(path: str | Path):
     return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
 
 
+def group_mask(sizes: list[int]) -> torch.Tensor:
+    """[B, K_max] bool: True on the first sizes[b] slots of row b."""
+    return torch.arange(max(sizes)).unsqueeze(0) < torch.tensor(sizes).unsqueeze(1)
+
+
+def pad_groups(groups: list[list], fill=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Number lists of different lengths as a [B, K_max] tensor and its [B, K_max] bool mask."""
+    k = max(len(g) for g in groups)
+    return torch.tensor([list(g) + [fill] * (k - len(g)) for g in groups]), group_mask([len(g) for g in groups])
+
+
 def group_batch(tokenizer, prompts: list[str], responses: list[list[str]], ranks: list[list[int]] | None,
                 max_len: int) -> dict:
-    """B prompts x K responses as one [B*K, T] batch (one forward pass), ranks as [B, K]."""
+    """B prompts with K_b responses each as one [sum K_b, T] batch (one forward pass); `mask`
+    [B, K_max] places them; `ranks` [B, K_max] when given."""
     flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
     flat_r = [r for rs in responses for r in rs]
     batch = data.collate(data.encode_pairs(tokenizer, flat_p, flat_r, max_len), tokenizer.pad_token_id)
-    batch["k"] = len(responses[0])
+    batch["mask"] = group_mask([len(rs) for rs in responses])
     if ranks is not None:
-        batch["ranks"] = torch.tensor(ranks)
+        batch["ranks"], _ = pad_groups(ranks)
     return batch
 
 
 def rewards(model, batch: dict) -> torch.Tensor:
-    """[B, K] scalar rewards of a group batch."""
+    """[B, K_max] scalar rewards of a group batch (0 on padding slots)."""
     device = next(model.parameters()).device
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    return out.logits.squeeze(-1).view(-1, batch["k"])
+    flat = out.logits.squeeze(-1).float()
+    mask = batch["mask"].to(device)
+    return flat.new_zeros(mask.shape).masked_scatter(mask, flat)
 
 
 def kway_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
     r = rewards(model, batch)
-    ranks = batch["ranks"].to(r.device)
-    return kway_ranking_loss(r, ranks), {"rm/train_accuracy": pairwise_accuracy(r.detach(), ranks).item()}
-
-
-@torch.no_grad()
-def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
-    """One scalar reward per (prompt, response)."""
-    model.eval()
-    max_len = max_positions(model)
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        b = group_batch(tokenizer, prompts[i:i + batch_size], [[r] for r in responses[i:i + batch_size]],
-                        None, max_len)
-        out.extend(rewards(model, b).squeeze(-1).float().cpu().tolist())
-    return out
+    ranks, mask = batch["ranks"].to(r.device), batch["mask"].to(r.device)
+    return (kway_ranking_loss(r, ranks, mask),
+            {"rm/train_accuracy": pairwise_accuracy(r.detach(), ranks, mask).item()})
 
 
 def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
@@ -73,3 +85,128 @@ def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
             yield group_batch(tokenizer, list(b.prompt), [list(r) for r in b.responses],
                               [list(r) for r in b.ranks], max_len)
         epoch += 1
+
+
+@torch.no_grad()
+def group_rewards(model, tokenizer, prompts: list[str], responses: list[list[str]],
+                  batch_size: int = 16) -> list[list[float]]:
+    """The reward of every response, grouped as given, `batch_size` prompts per forward pass."""
+    was_training = model.training
+    model.eval()
+    max_len = max_positions(model)
+    out: list[list[float]] = []
+    for i in range(0, len(prompts), batch_size):
+        b = group_batch(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size], None, max_len)
+        r = rewards(model, b).cpu()
+        out.extend(row[:len(rs)].tolist() for row, rs in zip(r, responses[i:i + batch_size]))
+    model.train(was_training)
+    return out
+
+
+def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
+    """One scalar reward per (prompt, response)."""
+    return [g[0] for g in group_rewards(model, tokenizer, prompts, [[r] for r in responses], batch_size)]
+
+
+# -- the bias shift: demonstrations score mean 0 -----------------------------------------------------
+
+def _final_norm(model):
+    """The LayerNorm whose output the scalar head reads, for the families known here."""
+    for path in ("transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm"):
+        module = model
+        for name in path.split("."):
+            module = getattr(module, name, None)
+        if isinstance(module, torch.nn.LayerNorm):
+            return module
+    return None
+
+
+@torch.no_grad()
+def shift_rewards(model, shift: float) -> None:
+    """Subtract `shift` from every reward the model gives, in its own weights, so that a plain
+    `AutoModelForSequenceClassification.from_pretrained` gives shifted rewards. A head with a bias
+    takes it there. GPT-2's head (`score`) has none, but it reads the final LayerNorm's output
+    gamma * norm(h) + beta, so beta -= shift * w / |w|^2 lowers w . output by exactly `shift`
+    (that LayerNorm feeds nothing else). The total shift is kept in the config as SHIFT_KEY."""
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+        raise ValueError(f"{type(model).__name__}: no single-output linear head (score/classifier) found")
+    if head.bias is not None:
+        head.bias -= shift
+    else:
+        norm = _final_norm(model)
+        if norm is None or norm.bias is None:
+            raise ValueError(f"{type(model).__name__}: neither its head nor a final LayerNorm has a bias "
+                             "to carry the reward shift")
+        w = head.weight[0].float()
+        norm.bias -= (shift * w / w.dot(w)).to(norm.bias.dtype)
+    setattr(model.config, SHIFT_KEY, float(getattr(model.config, SHIFT_KEY, 0.0)) + shift)
+
+
+def center_on(model, tokenizer, prompts: list[str], responses: list[str], check: int = 64) -> float:
+    """Shift the model's rewards so that these (the demonstrations) score mean 0; returns the
+    shift. The first `check` of them are scored again: each must have moved by the shift."""
+    before = score(model, tokenizer, prompts, responses)
+    shift = sum(before) / len(before)
+    shift_rewards(model, shift)
+    after = score(model, tokenizer, prompts[:check], responses[:check])
+    drift = max(abs(b - shift - a) for a, b in zip(after, before))
+    if drift > 1e-3:
+        raise RuntimeError(f"the reward shift did not take: rewards moved up to {drift:.2e} away from -{shift}")
+    return shift
+
+
+# -- validation figures ------------------------------------------------------------------------------
+
+def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]]) -> tuple[int, int]:
+    """(pairs ordered as ranked, ranked pairs) over groups; tied ranks give no pair."""
+    r, mask = pad_groups(rewards_, 0.0)
+    k, _ = pad_groups(ranks)
+    correct, total = pairwise_counts(r, k, mask)
+    return int(correct), int(total)
+
+
+def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
+                       gold: list[list[float] | None]) -> dict[str, float]:
+    """`rm/val_accuracy` against the ranks, `rm/val_accuracy_gold` against the gold ordering (pairs
+    with equal gold left out; only groups with gold scores), `rm/val_accuracy/k<K>` per K, and the
+    val loss."""
+    r, mask = pad_groups(rewards_, 0.0)
+    k, _ = pad_groups(ranks)
+    agree, total = accuracy_counts(rewards_, ranks)
+    if total == 0:
+        raise ValueError("no two validation responses are ranked apart: the reward model cannot be validated")
+    out = {"rm/val_loss": kway_ranking_loss(r, k, mask).item(), "rm/val_accuracy": agree / total,
+           "rm/val_pairs": total}
+    with_gold = [(x, competition_ranks(g)) for x, g in zip(rewards_, gold) if g is not None]
+    if with_gold:
+        agree, total = accuracy_counts([x for x, _ in with_gold], [g for _, g in with_gold])
+        if total:
+            out["rm/val_accuracy_gold"] = agree / total
+            out["rm/val_gold_pairs"] = total
+    for size in sorted({len(x) for x in rewards_}):
+        agree, total = accuracy_counts([x for x in rewards_ if len(x) == size],
+                                       [y for x, y in zip(rewards_, ranks) if len(x) == size])
+        if total:
+            out[f"rm/val_accuracy/k{size}"] = agree / total
+    return out
+
+
+def calibration(rewards_: list[list[float]], ranks: list[list[int]], bins: int = 10) -> list[dict]:
+    """Predicted P(w beats l) = sigmoid(r_w - r_l) against how often w is ranked above l. Each
+    ranked pair counts once, with w the response the model prefers, so predictions fall in
+    [0.5, 1]; `bins` equal bins there, empty ones left out."""
+    sums = [[0.0, 0.0, 0] for _ in range(bins)]
+    for rs, ks in zip(rewards_, ranks):
+        for i in range(len(rs)):
+            for j in range(i + 1, len(rs)):
+                if ks[i] == ks[j]:
+                    continue
+                w, lo = (i, j) if rs[i] >= rs[j] else (j, i)
+                p = 1 / (1 + math.exp(-(rs[w] - rs[lo])))
+                b = sums[min(bins - 1, int((p - 0.5) * 2 * bins))]
+                b[0] += p
+                b[1] += ks[w] < ks[lo]
+                b[2] += 1
+    return [{"bin_low": 0.5 + i / (2 * bins), "bin_high": 0.5 + (i + 1) / (2 * bins), "predicted": p / n,
+             "observed": o / n, "pairs": n} for i, (p, o, n) in enumerate(sums) if n]

@@ -1,0 +1,258 @@
+"""Comparisons: competition ranks and ties, the labeler's noise calibrated to the target agreement,
+prompt roles, K drawn per prompt, each import format (JSONL, CSV, Parquet) with quarantine and PII
+scrubbing, and the stage end to end on a tiny SFT model."""
+
+import dataclasses
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from rlhf import comparisons as cmp
+from rlhf import config, label_files, models
+from rlhf.hashing import prompt_role_mask
+
+
+def cfg(**changes):
+    return dataclasses.replace(config.load("comparisons", "params.yaml"), **changes)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+# -- ranks, ties, agreement, calibration -------------------------------------------------------------
+
+def test_competition_ranks_share_the_best_rank_on_ties():
+    assert cmp.competition_ranks([0.2, 0.9, 0.2, 0.5]) == [2, 0, 2, 1]
+    assert cmp.competition_ranks([3, 1, 1, 2], higher_is_better=False) == [3, 0, 0, 2]
+
+
+def test_labeler_ties_equal_gold_and_noise_reorders_whole_levels():
+    rng = random.Random(0)
+    gold = [0.5, 1.0, 0.5, 0.4, 0.5]
+    seen = set()
+    for _ in range(200):
+        ranks = cmp.label(gold, 0.3, rng)
+        assert ranks[0] == ranks[2] == ranks[4]     # one quality level, one rank: never split by noise
+        seen.add(tuple(ranks))
+    assert len(seen) == 6                           # the three levels in every order
+    assert cmp.label(gold, 0.0, rng) == [1, 0, 1, 4, 1]  # no noise: the gold ranks
+
+
+def test_gold_agreement_leaves_out_equal_gold_pairs():
+    gold = [[0.9, 0.5, 0.5, 0.1]]
+    assert cmp.gold_agreement(gold, [[0, 1, 2, 3]]) == (5, 5)   # the 0.5/0.5 pair is not counted
+    assert cmp.gold_agreement(gold, [[3, 1, 2, 0]]) == (0, 5)
+    assert cmp.gold_agreement([[0.3, 0.3]], [[0, 1]]) == (0, 0)
+
+
+def test_noise_calibration_hits_the_target_and_the_labeler_agrees_that_often():
+    rng = random.Random(1)
+    levels = [0.2, 0.35, 0.5, 0.55, 0.6, 0.7, 0.9, 1.0]  # gold scores of this world come in steps
+    gold = [[rng.choice(levels) for _ in range(rng.randint(4, 9))] for _ in range(400)]
+    noise = cmp.calibrate_noise(gold, 0.73)
+    assert cmp.expected_agreement(gold, noise) == pytest.approx(0.73, abs=1e-6)
+    assert cmp.expected_agreement(gold, 0.0) == 1.0 and cmp.expected_agreement(gold, 50.0) < 0.52
+    # the closed form against the labeler itself, on many draws
+    agree = total = 0
+    for _ in range(5):
+        ranks = [cmp.label(g, noise, rng) for g in gold]
+        a, t = cmp.gold_agreement(gold, ranks)
+        agree, total = agree + a, total + t
+    assert agree / total == pytest.approx(0.73, abs=0.01)
+    assert cmp.calibrate_noise([[0.5, 0.5]], 0.73) == 0.0  # nothing to calibrate on
+
+
+def test_rm_prompts_are_the_rm_role_after_the_sft_share():
+    ids = [f"p{i}" for i in range(4000)]
+    rm = prompt_role_mask(ids, 0.5, 0.75)
+    prompts = pd.DataFrame({"prompt_id": ids, "prompt": ids})
+    picked = cmp.rm_prompts(prompts, cfg(max_prompts=0), 0.5, 0)
+    assert list(picked.prompt_id) == [i for i, m in zip(ids, rm) if m]
+    capped = cmp.rm_prompts(prompts, cfg(max_prompts=30), 0.5, 0)
+    assert len(capped) == 30 and set(capped.prompt_id) <= set(picked.prompt_id)
+    with pytest.raises(cmp.ComparisonsError, match="over 1"):
+        cmp.rm_prompts(prompts, cfg(prompt_share=0.6), 0.5, 0)
+
+
+def test_config_checks():
+    with pytest.raises(config.ConfigError, match="k_min <= k_max"):
+        cfg(k_min=5, k_max=4)
+    with pytest.raises(config.ConfigError, match="target_agreement"):
+        cfg(target_agreement=0.5)
+    with pytest.raises(config.ConfigError, match="labeler_noise"):
+        cfg(labeler_noise=-1.0)
+    with pytest.raises(config.ConfigError, match="import_path is empty"):
+        cfg(source="import", import_path=" ")
+    assert config.build(config.ComparisonsConfig, {**dataclasses.asdict(cfg()), "labeler_noise": 0.2},
+                        "comparisons").labeler_noise == 0.2
+
+
+# -- import -------------------------------------------------------------------------------------------
+
+HH_ONE = ("\n\nHuman: What is 2 plus 2?\n\nAssistant: 4", "\n\nHuman: What is 2 plus 2?\n\nAssistant: 5")
+HH_MULTI = ("\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: apple",
+            "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: a rock")
+FORMATS = {
+    "ranked list": ({"prompt": "Name a fruit", "completions": ["apple", "pear", "rock"]},
+                    "Name a fruit", ["apple", "pear", "rock"], [0, 1, 2]),
+    "responses and ranks": ({"prompt": "Name a fruit", "responses": ["rock", "apple", "pear", "plum"],
+                             "ranks": [4, 1, 2, 2]}, "Name a fruit", ["rock", "apple", "pear", "plum"], [3, 0, 1, 1]),
+    "chosen/rejected": ({"prompt": "Say hi", "chosen": "hi", "rejected": "go away"}, "Say hi", ["hi", "go away"], [0, 1]),
+    "prompt as a transcript": ({"prompt": "\n\nHuman: Say hi\n\nAssistant:", "chosen": " hi", "rejected": "no"},
+                               "Say hi", ["hi", "no"], [0, 1]),
+    "HH transcripts": ({"chosen": HH_ONE[0], "rejected": HH_ONE[1]}, "What is 2 plus 2?", ["4", "5"], [0, 1]),
+    "HH multi-turn": ({"chosen": HH_MULTI[0], "rejected": HH_MULTI[1]},
+                      "Human: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit", ["apple", "a rock"], [0, 1]),
+    "ranked list with a repeat": ({"prompt": "Q", "completions": ["b", "a", "b"]}, "Q", ["b", "a", "b"], [0, 2, 0]),
+}
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_import_format_in_jsonl_and_parquet(tmp_path, name):
+    rec, prompt, responses, ranks = FORMATS[name]
+    for path in (write_jsonl(tmp_path / "r.jsonl", [rec]), tmp_path / "r.parquet"):
+        if path.suffix == ".parquet":
+            pd.DataFrame([rec]).to_parquet(path, index=False)
+        result = cmp.from_files(path)
+        assert result.quarantine.empty, result.quarantine.to_dict("records")
+        row = result.rows.iloc[0]
+        assert (row.prompt, list(row.responses), list(row.ranks)) == (prompt, responses, ranks)
+        assert row.prompt_id == "r:1" and row.gold_scores is None
+
+
+def test_csv_with_json_list_cells(tmp_path):
+    path = tmp_path / "r.csv"
+    pd.DataFrame([{"prompt": "Name a fruit", "responses": json.dumps(["pear", "apple"]), "ranks": "[2, 1]"},
+                  {"prompt": "Say hi", "chosen": "hi", "rejected": "bye"}]).to_csv(path, index=False)
+    result = cmp.from_files(path)
+    assert result.quarantine.empty
+    assert [list(r) for r in result.rows.ranks] == [[1, 0], [0, 1]]
+
+
+def test_each_quarantine_reason_with_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [
+        {"prompt": "ok", "completions": ["a", "b"]},                                   # 1
+        "{broken",                                                                      # 2
+        {"question": "q", "answers": ["a"]},                                            # 3
+        {"prompt": "q", "completions": ["a"]},                                          # 4
+        {"prompt": "q", "completions": ["same", " same "]},                             # 5
+        {"prompt": "q", "completions": "a, b"},                                         # 6
+        {"prompt": "q", "responses": ["a", "b"], "ranks": [1]},                          # 7
+        {"prompt": "q", "responses": ["a", "b"], "ranks": [1, "2"]},                     # 8
+        {"prompt": "q", "responses": ["a", "b"]},                                       # 9
+        {"prompt": "q", "responses": ["a", 3], "ranks": [0, 1]},                         # 10
+        {"prompt": "", "chosen": "a", "rejected": "b"},                                 # 11
+        {"prompt": "q", "chosen": "a"},                                                 # 12
+        {"chosen": HH_ONE[0], "rejected": "\n\nHuman: Other question\n\nAssistant: 5"},  # 13
+        {"chosen": HH_ONE[0], "rejected": "\n\nHuman: What is 2 plus 2?"},               # 14
+        {"chosen": HH_ONE[0] + "\n\nAssistant: ", "rejected": HH_ONE[0] + "\n\nAssistant: x"},  # 15
+        {"prompt": "ok", "completions": ["a", "b"], "id": "bad:1"},                      # 16
+    ])
+    result = cmp.from_files(path)
+    q = result.quarantine
+    assert list(q.columns) == ["file", "line", "reason"]
+    got = dict(zip(q.line, q.reason))
+    assert got[2].startswith("invalid JSON")
+    assert got[3].startswith("no recognisable shape") and "question, answers" in got[3]
+    assert got[4] == "fewer than 2 distinct responses (1 given)"
+    assert got[5] == "fewer than 2 distinct responses (2 given)"
+    assert got[6] == "field 'completions': wrong type str"
+    assert got[7] == "field 'ranks': 1 ranks for 2 responses"
+    assert got[8] == "field 'ranks[1]': wrong type str"
+    assert got[9] == "field 'ranks': missing"
+    assert got[10] == "field 'responses[1]': wrong type int"
+    assert got[11] == "field 'prompt': empty"
+    assert got[12] == "field 'rejected': missing"
+    assert got[13] == "fields 'chosen', 'rejected': the conversations differ before the last assistant turn"
+    assert got[14] == "field 'rejected': no assistant turn"
+    assert got[15] == "field 'chosen': empty"
+    assert got[16] == "field 'prompt_id': duplicate id 'bad:1'"
+    assert set(got) == set(range(2, 17)) and len(result.rows) == 1 and result.read == 16
+
+
+def test_pii_in_imported_rankings_is_scrubbed(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "Write to jo.doe@example.com", "completions": ["Done: jo.doe@example.com", "No"]},
+        {"chosen": "\n\nHuman: My card is 4111 1111 1111 1111\n\nAssistant: ok",
+         "rejected": "\n\nHuman: My card is 4111 1111 1111 1111\n\nAssistant: call 415-555-0132"}])
+    rows = cmp.from_files(path).rows
+    assert rows.prompt[0] == "Write to <EMAIL>" and list(rows.responses[0]) == ["Done: <EMAIL>", "No"]
+    assert rows.prompt[1] == "My card is <CARD>" and list(rows.responses[1]) == ["ok", "call <PHONE>"]
+    text = json.dumps(rows.drop(columns="gold_scores").map(str).values.tolist())
+    assert "jo.doe" not in text and "4111" not in text and "0132" not in text
+
+
+# -- the stage ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Prompts of the world and a tiny (untrained) SFT model: the stage's inputs."""
+    from rlhf import world as w
+
+    root = tmp_path_factory.mktemp("stage")
+    rng = random.Random(0)
+    prompts = [w.make_prompt(rng, w.FAMILIES[i % len(w.FAMILIES)]) for i in range(80)]
+    (root / "prompts").mkdir()
+    pd.DataFrame({"prompt_id": [f"t{i}" for i in range(60)], "prompt": prompts[:60]}).to_parquet(
+        root / "prompts" / "train.parquet", index=False)
+    pd.DataFrame({"prompt_id": [f"v{i}" for i in range(20)], "prompt": prompts[60:]}).to_parquet(
+        root / "prompts" / "val.parquet", index=False)
+    tok = models.train_tokenizer(prompts + [w.gold_answer(p) or "" for p in prompts], 300)
+    models.save(models.new_causal_lm(tok, 1, 2, 16, 128), tok, root / "sft")
+    return root
+
+
+def test_labeler_stage(world, tmp_path):
+    c = cfg(k_min=2, k_max=4, max_new_tokens=4, max_val_prompts=8)
+    metrics = cmp.run(c, 0.5, world / "sft", world / "prompts", tmp_path, seed=0, device="cpu")
+    train, val = (pd.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "val"))
+    roles = prompt_role_mask([f"t{i}" for i in range(60)], 0.5, 0.75)
+    assert list(train.prompt_id) == [f"t{i}" for i, m in zip(range(60), roles) if m]
+    assert len(val) == 8 and list(train.columns) == cmp.COLUMNS
+    ks = [len(r) for r in pd.concat([train, val]).responses]
+    assert set(ks) <= {2, 3, 4} and len(set(ks)) > 1  # K varies per prompt
+    for t in (train, val):
+        for responses, ranks, gold in zip(t.responses, t.ranks, t.gold_scores):
+            assert len(responses) == len(ranks) == len(gold)
+            for i in range(len(responses)):
+                for j in range(len(responses)):
+                    assert (ranks[i] == ranks[j]) == (gold[i] == gold[j])  # ties: exactly the equal gold
+    assert metrics["comparisons/train_prompts"] == len(train) and metrics["comparisons/val_prompts"] == 8
+    assert metrics["comparisons/labeler_noise"] >= 0
+    assert metrics["comparisons/train_pairs"] + metrics["comparisons/train_tied_pairs"] == sum(
+        k * (k - 1) // 2 for k in train.responses.map(len))
+    assert pd.read_parquet(tmp_path / "quarantine.parquet").empty
+    again = tmp_path / "again"
+    assert cmp.run(c, 0.5, world / "sft", world / "prompts", again, seed=0, device="cpu") == metrics
+    assert pd.read_parquet(again / "train.parquet").equals(train)  # seeded: the same rankings
+
+
+def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
+    rows = [{"prompt": f"Question {i}", "completions": [f"good {i}", f"bad {i}"]} for i in range(40)]
+    path = write_jsonl(tmp_path / "r.jsonl", rows + ["{bad"])
+    c = cfg(source="import", import_path=str(path), import_val_fraction=0.25)
+    out = tmp_path / "out"
+    with pytest.raises(label_files.ImportFilesError, match=r"1 of 41 imported records .* over "
+                                                           r"comparisons.max_quarantine_fraction=0.0"):
+        cmp.run(dataclasses.replace(c, max_quarantine_fraction=0.0), 0.5, world / "nope", world / "prompts",
+                out, seed=0, device="cpu")
+    assert not (out / "train.parquet").exists() and len(pd.read_parquet(out / "quarantine.parquet")) == 1
+    metrics = cmp.run(c, 0.5, world / "nope", world / "prompts", out, seed=0, device="cpu")  # no model needed
+    train, val = (pd.read_parquet(out / f"{s}.parquet") for s in ("train", "val"))
+    assert len(train) + len(val) == 40 and 4 <= len(val) <= 18 and not set(train.prompt) & set(val.prompt)
+    assert metrics["comparisons/imported"] == 40 and metrics["comparisons/quarantined"] == 1
+    assert metrics["comparisons/train_pairs"] == len(train) and "comparisons/labeler_noise" not in metrics
+    assert val.gold_scores.isna().all()
+
+
+def test_import_stage_without_val_fraction_has_the_labeler_rank_val_prompts(world, tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+    c = cfg(source="import", import_path=str(path), k_min=3, k_max=3, max_new_tokens=4, max_val_prompts=5)
+    metrics = cmp.run(c, 0.5, world / "sft", world / "prompts", tmp_path / "out", seed=0, device="cpu")
+    val = pd.read_parquet(tmp_path / "out" / "val.parquet")
+    assert len(val) == 5 and set(val.responses.map(len)) == {3} and val.gold_scores.notna().all()
+    assert metrics["comparisons/train_prompts"] == 1 and "comparisons/labeler_noise" in metrics

@@ -1,0 +1,158 @@
+"""The reward model: the K-way loss against an explicit pair-by-pair loop (values and gradients),
+K varying within one batch, ties, the demonstrations-mean-0 shift stored in the weights, and the
+validation figures (accuracy against ranks, gold and per K; calibration)."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlhf import models, reward
+from rlhf.losses import kway_ranking_loss, pairwise_accuracy
+
+
+def explicit_loss(rewards: list[torch.Tensor], ranks: list[list[int]]) -> torch.Tensor:
+    """The paper's loss, one pair at a time: per prompt the mean of -log sigmoid(r_w - r_l) over
+    its ranked pairs, then the mean over prompts that have a pair."""
+    per_prompt = []
+    for r, k in zip(rewards, ranks):
+        losses = [-F.logsigmoid(r[i] - r[j]) for i, j in itertools.permutations(range(len(k)), 2) if k[i] < k[j]]
+        if losses:
+            per_prompt.append(sum(losses) / len(losses))
+    return sum(per_prompt) / len(per_prompt)
+
+
+def test_kway_loss_equals_the_explicit_pairwise_loss_values_and_gradients():
+    torch.manual_seed(0)
+    ranks = [[0, 1, 2, 3], [2, 0, 1, 4, 3, 5, 7, 6, 8], [1, 0], [0, 1, 1, 3, 4], [0, 0, 0]]  # K = 4, 9, 2, 5, 3
+    leaves = [torch.randn(len(k), requires_grad=True) for k in ranks]
+    expected = explicit_loss(leaves, ranks)
+    expected.backward()
+    want = [torch.zeros(len(x)) if x.grad is None else x.grad.clone() for x in leaves]  # all tied: no grad
+    for x in leaves:
+        x.grad = None
+    padded_ranks, mask = reward.pad_groups(ranks)
+    rows = torch.stack([torch.cat([x, torch.zeros(9 - len(x))]) for x in leaves])  # one [B, K_max] batch
+    got = kway_ranking_loss(rows, padded_ranks, mask)
+    got.backward()
+    torch.testing.assert_close(got, expected)
+    for x, g in zip(leaves, want):
+        torch.testing.assert_close(x.grad, g)
+
+
+def test_padding_slots_give_no_pair_whatever_their_values():
+    rewards = torch.tensor([[1.0, 0.0, 55.0, -9.0]])
+    ranks = torch.tensor([[0, 1, 0, 5]])  # the padded slots' ranks would make pairs if counted
+    mask = torch.tensor([[True, True, False, False]])
+    torch.testing.assert_close(kway_ranking_loss(rewards, ranks, mask), -F.logsigmoid(torch.tensor(1.0)))
+    assert pairwise_accuracy(rewards, ranks, mask).item() == 1.0
+
+
+def test_ties_give_no_pair_and_an_all_tied_prompt_is_left_out_of_the_mean():
+    r = torch.tensor([[2.0, 1.0, 1.5], [0.3, -0.2, 4.0]])
+    tied = torch.tensor([[0, 1, 1], [0, 0, 0]])  # prompt 2: every response tied
+    one = (-F.logsigmoid(r[0, 0] - r[0, 1]) - F.logsigmoid(r[0, 0] - r[0, 2])) / 2
+    torch.testing.assert_close(kway_ranking_loss(r, tied), one)
+    assert kway_ranking_loss(r[1:], tied[1:]).item() == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny GPT-2 reward model and its tokenizer."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tok = models.train_tokenizer(["What is 2 plus 2? 4 5 four apple pear red cat"] * 20, 300)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2, num_labels=1,
+                     pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2ForSequenceClassification(cfg).eval()
+    with torch.no_grad():  # a non-zero LayerNorm bias and head, as after training
+        model.transformer.ln_f.bias.normal_()
+        model.score.weight.normal_()
+    return model, tok
+
+
+def test_k_varying_within_one_batch_is_one_forward_pass_with_the_same_rewards(tiny):
+    model, tok = tiny
+    prompts = ["What is 2 plus 2?", "Name a fruit", "Name a colour"]
+    responses = [["4", "5"], ["apple", "pear", "red cat", "four"], ["red", "cat", "apple"]]
+    ranks = [[0, 1], [0, 1, 2, 3], [1, 0, 2]]
+    batch = reward.group_batch(tok, prompts, responses, ranks, 64)
+    assert batch["input_ids"].shape[0] == 9  # every response once, no padded sequence
+    assert batch["mask"].tolist() == [[True, True, False, False], [True] * 4, [True, True, True, False]]
+    calls = []
+    hook = model.register_forward_hook(lambda m, a, out: calls.append(1))
+    with torch.no_grad():
+        r = reward.rewards(model, batch)
+    hook.remove()
+    assert len(calls) == 1 and r.shape == (3, 4)
+    alone = [reward.score(model, tok, [p] * len(rs), rs) for p, rs in zip(prompts, responses)]
+    for row, want in zip(r, alone):
+        torch.testing.assert_close(row[:len(want)], torch.tensor(want), atol=1e-5, rtol=1e-5)
+    assert r[0, 2:].abs().sum() == 0 and r[2, 3] == 0
+    loss, stats = reward.kway_loss(model, batch)
+    assert torch.isfinite(loss) and 0 <= stats["rm/train_accuracy"] <= 1
+
+
+def test_shift_makes_demonstrations_mean_0_and_survives_a_plain_load(tiny, tmp_path):
+    import copy
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    prompts, demos = ["What is 2 plus 2?", "Name a fruit", "Name a colour"], ["4", "apple", "red"]
+    other = ["5", "pear cat", "four"]
+    before = reward.score(model, tok, prompts, demos)
+    before_other = reward.score(model, tok, prompts, other)
+    shift = reward.center_on(model, tok, prompts, demos)
+    assert shift == pytest.approx(sum(before) / len(before))
+    after = reward.score(model, tok, prompts, demos)
+    assert abs(sum(after) / len(after)) < 1e-5
+    # every reward moves by exactly the shift: differences (and so the loss) are unchanged
+    torch.testing.assert_close(torch.tensor(reward.score(model, tok, prompts, other)),
+                               torch.tensor(before_other) - shift, atol=1e-5, rtol=0)
+    models.save(model, tok, tmp_path / "rm")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1)
+    assert loaded.config.rlhf_reward_shift == pytest.approx(shift)
+    again = reward.score(loaded, AutoTokenizer.from_pretrained(tmp_path / "rm"), prompts, demos)
+    torch.testing.assert_close(torch.tensor(again), torch.tensor(after), atol=1e-5, rtol=0)
+
+
+def test_shift_uses_the_head_bias_where_there_is_one():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32,
+                                                     num_labels=1)).eval()
+    ids = torch.randint(0, 50, (3, 7))
+    before = model(input_ids=ids).logits.squeeze(-1)
+    reward.shift_rewards(model, 0.75)
+    torch.testing.assert_close(model(input_ids=ids).logits.squeeze(-1), before - 0.75)
+    assert model.config.rlhf_reward_shift == 0.75
+
+
+def test_validation_metrics_by_ranks_gold_and_k():
+    rewards = [[3.0, 2.0, 1.0, 0.0], [0.0, 1.0], [1.0, 2.0, 0.5, 0.1]]
+    ranks = [[0, 1, 2, 3], [0, 1], [0, 1, 2, 2]]         # prompt 3: a tie, 5 ranked pairs
+    gold = [[0.9, 0.5, 0.5, 0.1], [0.2, 0.8], None]      # equal gold: no pair; prompt 3: no gold
+    m = reward.validation_metrics(rewards, ranks, gold)
+    assert m["rm/val_pairs"] == 6 + 1 + 5
+    assert m["rm/val_accuracy"] == pytest.approx((6 + 0 + 4) / 12)
+    assert m["rm/val_accuracy_gold"] == pytest.approx((5 + 1) / 6)  # 5 gold pairs in prompt 1, 1 in prompt 2
+    assert m["rm/val_accuracy/k2"] == 0.0 and m["rm/val_accuracy/k4"] == pytest.approx(10 / 11)
+
+
+def test_calibration_bins():
+    rows = reward.calibration([[2.0, 0.0], [0.0, 0.1], [0.0, 0.1]], [[0, 1], [0, 1], [1, 0]], bins=5)
+    assert [r["pairs"] for r in rows] == [2, 1]
+    assert rows[0]["observed"] == 0.5 and rows[0]["bin_low"] == 0.5
+    assert rows[1]["predicted"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert rows[1]["observed"] == 1.0
+
+
+def test_validation_without_a_ranked_pair_is_an_error():
+    with pytest.raises(ValueError, match="cannot be validated"):
+        reward.validation_metrics([[0.1, 0.2]], [[0, 0]], [[0.5, 0.5]])
