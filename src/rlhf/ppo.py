@@ -259,7 +259,7 @@ class PPOTrainer:
             return clock[-1] - clock[-2]
 
         # 1. generate: left-padded prompts, sampled with the KV cache, each response ending at its EOS
-        max_len = models.max_positions(model.policy) - cfg.max_new_tokens
+        max_len = models.max_positions(model.policy) - cfg.max_new_tokens - 1  # room for the RM's EOS
         query, query_mask = encode_prompts(tok, prompts, max_len, self.device)
         gen = torch.Generator(device=self.device).manual_seed(self._seed(it) * 1009 + self.accel.process_index)
         with self.accel.autocast():
