@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--steps", type=int, default=8, help="timed PPO iterations of each run")
     p.add_argument("--warmup", type=int, default=1, help="iterations before the timed ones (not timed)")
-    p.add_argument("--rounds", type=int, default=1, help="runs of each side, in alternating order")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each side, in alternating order")
     p.add_argument("--batch-size", type=int, default=ppo_cfg.batch_size, help="episodes per iteration")
     p.add_argument("--minibatch-size", type=int, default=ppo_cfg.minibatch_size)
     p.add_argument("--ppo-epochs", type=int, default=ppo_cfg.ppo_epochs)

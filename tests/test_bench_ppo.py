@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--steps", "2", "--warmup", "1", "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2",
+TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2",
         "--max-new-tokens", "6", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--n-positions", "96",
         "--vocab-size", "300", "--docs", "200", "--threads", "1"]
 KEYS = {"device", "episodes_per_s", "seconds_per_iteration", "trl_episodes_per_s", "ratio_ours_over_trl",

@@ -90,7 +90,7 @@ def response_logits(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, r
     """Logits [B, R, V] that predict the last `response_len` tokens of left-padded sequences (the
     LM head runs on those positions only)."""
     out = lm(input_ids=input_ids, attention_mask=attention_mask,
-             position_ids=generation.position_ids(attention_mask), logits_to_keep=response_len + 1)
+             position_ids=generation.position_ids(attention_mask), logits_to_keep=response_len + 1, use_cache=False)
     return out.logits[:, :-1]
 
 
@@ -114,9 +114,9 @@ class PolicyAndValue(torch.nn.Module):
         logits = response_logits(self.policy, input_ids, attention_mask, response_len)
         trunk = getattr(self.value_model, self.value_model.base_model_prefix)
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=generation.position_ids(attention_mask)).last_hidden_state
+                       position_ids=generation.position_ids(attention_mask), use_cache=False).last_hidden_state
         values = self.value_model.score(hidden[:, -response_len - 1:-1]).squeeze(-1).float()
-        ptx_logits = None if ptx_ids is None else self.policy(input_ids=ptx_ids).logits
+        ptx_logits = None if ptx_ids is None else self.policy(input_ids=ptx_ids, use_cache=False).logits
         return logits, values, ptx_logits
 
 
@@ -266,11 +266,13 @@ class PPOTrainer:
             response = generation.sample(model.policy, query, query_mask, cfg.max_new_tokens, eos_id=tok.eos_token_id,
                                          pad_id=tok.pad_token_id, temperature=cfg.temperature, generator=gen)
         mask = generation.response_mask(response, tok.eos_token_id)
+        n = int(mask.sum(1).max())  # a sync-free sampler may run past the last EOS between its checks
+        response, mask = response[:, :n], mask[:, :n]
         t_generate = lap()
 
         # 2. score: the RM on prompt + response + EOS (a cut response gets its EOS, as in RM
         #    training); log-probs of policy and SFT reference; values of the states
-        ids, attn, n = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1), response.shape[1]
+        ids, attn = torch.cat([query, response], 1), torch.cat([query_mask, mask], 1)
         ended = (response == tok.eos_token_id).any(1)
         rm_ids = torch.cat([ids, torch.where(ended, tok.pad_token_id, tok.eos_token_id)[:, None]], 1)
         rm_mask = torch.cat([attn, (~ended).long()[:, None]], 1)
