@@ -104,10 +104,11 @@ def main() -> None:
                  "| held-out LM loss | KL to SFT |",
                  "|---|---|---|---|---|---|---|---|"]
         for policy in responses:
-            m = lambda k: metrics.get(f"eval/{policy}/{k}", float("nan"))  # noqa: E731
-            lines.append(f"| {policy} | {m('gold_score'):.3f} | {m('win_rate_vs_sft'):.3f} | "
-                         f"{m('win_rate_vs_prompted_base'):.3f} | {m('rm_score'):.3f} | {m('response_words'):.1f} "
-                         f"| {m('heldout_lm_loss'):.4f} | {m('kl_to_sft'):.3f} |")
+            cells = [(k, ".3f") for k in ("gold_score", "win_rate_vs_sft", "win_rate_vs_prompted_base", "rm_score")]
+            cells += [("response_words", ".1f"), ("heldout_lm_loss", ".4f"), ("kl_to_sft", ".3f")]
+            values = [format(metrics[f"eval/{policy}/{k}"], f) if f"eval/{policy}/{k}" in metrics else "-"
+                      for k, f in cells]
+            lines.append(f"| {policy} | " + " | ".join(values) + " |")
         lines += ["", "## Sample responses", ""]
         for i in range(min(5, len(prompts))):
             lines.append(f"- **{prompts[i]}**")
