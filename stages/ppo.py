@@ -10,7 +10,7 @@ import pandas as pd
 
 from rlhf import cli, config, data, hashing, models, ppo, reward, train
 
-SECTIONS = ("ppo", "demonstrations")  # demonstrations.prompt_share: the train prompts that are SFT's
+SECTIONS = ("ppo", "demonstrations", "comparisons")  # their prompt_share: the SFT and RM prompts
 CURVES = {"rm_score": "ppo/rm_score", "kl": "ppo/kl", "kl_coef": "ppo/kl_coef", "entropy": "ppo/entropy",
           "response_length": "ppo/response_length", "policy_loss": "ppo/loss/policy",
           "value_loss": "ppo/loss/value", "ptx_loss": "ppo/ptx_loss", "clip_fraction": "ppo/clip_fraction",
@@ -18,14 +18,15 @@ CURVES = {"rm_score": "ppo/rm_score", "kl": "ppo/kl", "kl_coef": "ppo/kl_coef", 
 SKIP = ("/lr", "/grad_norm", "/kl_coef")  # not averaged into the final metrics
 
 
-def ppo_prompts(train_split: pd.DataFrame, sft_share: float) -> list[str]:
-    """The PPO prompt set: train prompts outside the SFT prompts' hash range, customers' only
-    (the paper's PPO prompts come from the API) unless there are none."""
-    prompts = train_split[hashing.prompt_role_mask(list(train_split.prompt_id), sft_share, 1.0)]
+def ppo_prompts(train_split: pd.DataFrame, start: float) -> list[str]:
+    """The PPO prompt set: train prompts whose id hashes into [start, 1), after the SFT and RM
+    prompts' shares; customers' only (the paper's PPO prompts come from the API) unless none are."""
+    prompts = train_split[hashing.prompt_role_mask(list(train_split.prompt_id), start, 1.0)]
     customer = prompts[prompts.source == "customer"]
     texts = list((customer if len(customer) else prompts).prompt)
     if not texts:
-        raise ValueError(f"no PPO prompts: every train prompt is an SFT prompt (demonstrations.prompt_share {sft_share})")
+        raise ValueError(f"no PPO prompts: demonstrations.prompt_share + comparisons.prompt_share is {start:.3f}, "
+                         "which leaves no train prompts for PPO")
     return texts
 
 
@@ -50,7 +51,8 @@ def main() -> None:
         tokenizer = models.load_tokenizer(args.sft)
         policy = models.load_causal_lm(args.sft, dropout=0.0)
         ref = models.load_causal_lm(args.sft, dropout=0.0)
-        texts = ppo_prompts(pd.read_parquet(args.prompts / "train.parquet"), cfg["demonstrations"].prompt_share)
+        texts = ppo_prompts(pd.read_parquet(args.prompts / "train.parquet"),
+                            cfg["demonstrations"].prompt_share + cfg["comparisons"].prompt_share)
         blocks = None
         if c.ptx_coef > 0:  # the pretraining corpus minus the documents evaluation holds out
             train_docs, _ = data.split_corpus(data.read_corpus(args.corpus), common.seed)
