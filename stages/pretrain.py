@@ -1,15 +1,12 @@
 """Stage pretrain: train a BPE tokenizer and a small GPT-style base LM on the corpus, or load
 the checkpoint named by pretrain.base and train nothing."""
 
-import hashlib
-import random
 import time
 from pathlib import Path
 
 from rlhf import cli, config, data, lm, models, train
 
 SECTIONS = ("pretrain",)
-HELD_OUT = 0.05  # share of corpus documents kept for the validation loss
 
 
 def main() -> None:
@@ -23,10 +20,7 @@ def main() -> None:
         c, common = cfg["pretrain"], cfg["common"]
         train.set_seed(common.seed)
         accel = train.accelerator(common.device, c.grad_accum)
-        docs = data.read_corpus(args.corpus)
-        random.Random(common.seed).shuffle(docs)
-        n_val = max(1, int(len(docs) * HELD_OUT))
-        val_docs, train_docs = docs[:n_val], docs[n_val:]
+        train_docs, val_docs = data.split_corpus(data.read_corpus(args.corpus), common.seed)
         if c.base:
             tokenizer, model = models.load_tokenizer(c.base), models.load_causal_lm(c.base)
         else:
@@ -38,8 +32,7 @@ def main() -> None:
         history, tokens_per_s = [], 0.0
         if not c.base:
             blocks = data.pack_blocks(tokenizer, train_docs, block)
-            run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes,
-                                       hashlib.sha256(blocks.numpy().tobytes()).hexdigest())
+            run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes, train.tensor_digest(blocks))
             start = time.perf_counter()
             history = train.fit(model, data.block_batches(blocks, c.batch_size, common.seed), lm.lm_loss,
                                 steps=c.steps, lr=c.lr, warmup_steps=c.steps // 20, grad_accum=c.grad_accum,

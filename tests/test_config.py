@@ -76,6 +76,20 @@ def test_cross_field_validation(params):
         config.load("ingest", path)
 
 
+@pytest.mark.parametrize("edit,expected", [
+    (dict(variants=["plain"]), "variants must hold 'ptx'"),
+    (dict(variants=["ptx", "ptx"]), "each once"),
+    (dict(variants="ptx"), "expected a list"),
+    (dict(variants=["ptx", "ppo"]), "expected one of"),
+    (dict(batch_size=12, minibatch_size=8), "multiple of minibatch_size"),
+    (dict(lam=1.5), "gamma and lam"),
+    (dict(max_kl=0.0), "max_kl"),
+])
+def test_ppo_validation(params, edit, expected):
+    with pytest.raises(config.ConfigError, match=expected):
+        config.load("ppo", params(lambda d: d["ppo"].update(edit)))
+
+
 def test_not_a_mapping(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("- a\n- b\n")

@@ -12,7 +12,8 @@ import yaml
 from rlhf import config
 
 ROOT = Path(__file__).resolve().parents[1]
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# a foreach stage (ppo: one per ppo.variants entry) is checked on its template
+DVC = {name: stage.get("do", stage) for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 PARAMS = config.read_params(ROOT / "params.yaml")
 DESIGN_STAGES = ["synthesize", "ingest", "pretrain", "demonstrations", "sft", "comparisons",
                  "reward_model", "ppo", "evaluate"]
@@ -70,6 +71,16 @@ def test_only_tracking_imports_mlflow_and_only_flows_import_prefect():
         assert "prefect" not in mods, f"{path} imports prefect"
         if path.name != "tracking.py":
             assert "mlflow" not in mods, f"{path} imports mlflow"
+
+
+def test_ppo_variants_are_stages_of_one_script():
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    ppo_stages = [s for s in out.stdout.split() if s.startswith("ppo")]
+    assert ppo_stages == [f"ppo@{v}" for v in PARAMS["ppo"]["variants"]] == ["ppo@ptx", "ppo@plain"]
+    assert "--variant ${item}" in DVC["ppo"]["cmd"] and "models/ppo/${item}" in DVC["ppo"]["outs"]
+    assert "models/ppo" in DVC["evaluate"]["deps"] and "ppo.variants" in DVC["evaluate"]["params"]
 
 
 def test_dvc_validates_the_graph():

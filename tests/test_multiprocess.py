@@ -1,5 +1,6 @@
-"""Two CPU processes (torchrun, gloo) run pretrain and sft to completion as data-parallel ranks:
-both train, rank 0 alone writes the model, the metrics and the MLflow run, and the model loads."""
+"""Two CPU processes (torchrun, gloo) run pretrain, sft and ppo (PPO-ptx) to completion as
+data-parallel ranks: all train, rank 0 alone writes the model, the metrics and the MLflow run, and
+the models load."""
 
 import json
 import os
@@ -18,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
         "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
                      "steps": 12, "batch_size": 8},
-        "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8}}
+        "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8},
+        "comparisons": {"k": 4, "max_prompts": 12, "max_new_tokens": 8},
+        "reward_model": {"batch_size": 4},
+        "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
+                "ptx_batch_size": 2, "max_kl": 1000.0}}
+TWO_RANKS = ("pretrain", "sft", "ppo")
 
 
 def free_port() -> int:
@@ -28,15 +34,15 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_pretrain_and_sft_on_two_cpu_ranks(tmp_path):
+def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     env.pop(tracking.PARENT_ENV, None)
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("synthesize", "ingest", "demonstrations", "pretrain", "sft"):
-        cmd = shlex.split(stages[name]["cmd"])
-        if name in ("pretrain", "sft"):  # python stages/x.py ... -> torchrun ... stages/x.py ...
+    for name in ("synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons", "reward_model", "ppo"):
+        cmd = shlex.split(stages[name]["do"]["cmd"].replace("${item}", "ptx") if name == "ppo" else stages[name]["cmd"])
+        if name in TWO_RANKS:  # python stages/x.py ... -> torchrun ... stages/x.py ...
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *cmd[1:]]
         out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -51,8 +57,13 @@ def test_pretrain_and_sft_on_two_cpu_ranks(tmp_path):
     from mlflow.tracking import MlflowClient
     from transformers import AutoModelForCausalLM
 
+    ppo = json.loads((root / "metrics/ppo_ptx.json").read_text())
+    assert ppo["ppo/processes"] == 2 and ppo["ppo/iterations"] == 3 and "ppo/ptx_loss" in ppo
+
     AutoModelForCausalLM.from_pretrained(root / "models/sft")
+    AutoModelForCausalLM.from_pretrained(root / "models/ppo/ptx")
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("instructgpt").experiment_id])
     by_stage = [r.data.tags[tracking.STAGE_TAG] for r in runs]
-    assert sorted(by_stage) == sorted(["synthesize", "ingest", "demonstrations", "pretrain", "sft"])  # rank 0 only
+    assert sorted(by_stage) == sorted(["synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons",
+                                       "reward_model", "ppo@ptx"])  # rank 0 only

@@ -1,6 +1,7 @@
 """The real pipeline end to end, at its smallest sizes, through the Prefect flow's CLI, in a
-fresh git + DVC copy of the repo: nine stages, one MLflow parent run with nine children, loadable
-checkpoints; then a one-key params change reruns only that stage and what follows it."""
+fresh git + DVC copy of the repo: ten DVC stages (the design's nine, ppo as ppo@ptx and ppo@plain),
+one MLflow parent run with ten children, loadable checkpoints; then a one-key params change reruns
+only the stages that read it and what follows them."""
 
 import json
 import os
@@ -15,7 +16,7 @@ from rlhf import tracking, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons",
-          "reward_model", "ppo", "evaluate"]
+          "reward_model", "ppo@ptx", "ppo@plain", "evaluate"]
 TINY = {
     "world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
     "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
@@ -23,7 +24,8 @@ TINY = {
     "sft": {"epochs": 1, "batch_size": 16},
     "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
     "reward_model": {"batch_size": 4},
-    "ppo": {"steps": 2, "batch_size": 4, "max_new_tokens": 8},
+    "ppo": {"steps": 2, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
+            "ptx_batch_size": 2, "max_kl": 1000.0},
     "evaluate": {"max_prompts": 12, "max_new_tokens": 8},
 }
 
@@ -53,14 +55,16 @@ def test_real_pipeline_end_to_end(tmp_path):
     assert statuses(first.stdout) == {s: "ran" for s in STAGES}, first.stdout
     assert "Headline metrics" in first.stdout and "make mlflow-ui" in first.stdout
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
-    for policy in ("base", "sft", "ppo"):
+    for policy in ("base", "sft", "ppo_ptx", "ppo_plain"):
         assert 0.0 <= evaluation[f"eval/{policy}/gold_score"] <= 1.0
+    for policy in ("ppo_ptx", "ppo_plain"):
+        assert f"eval/{policy}/kl_to_sft" in evaluation and f"eval/{policy}/heldout_lm_loss" in evaluation
     assert (root / "reports" / "eval" / "report.md").exists()
     assert (root / "plots" / "eval" / "gold_by_family.png").stat().st_size > 0
 
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    for name in ("base", "sft", "ppo"):
+    for name in ("base", "sft", "ppo/ptx", "ppo/plain"):
         AutoTokenizer.from_pretrained(root / "models" / name)
         AutoModelForCausalLM.from_pretrained(root / "models" / name)
     rm = AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm")
@@ -82,15 +86,15 @@ def test_real_pipeline_end_to_end(tmp_path):
             assert k.data.tags[tracking.CACHED_TAG] == "false"
             artifacts = {a.path for a in client.list_artifacts(k.info.run_id)}
             assert "metrics" in artifacts, (k.data.tags[tracking.STAGE_TAG], artifacts)
-            if k.data.tags[tracking.STAGE_TAG] in ("pretrain", "sft", "reward_model", "ppo"):
+            if k.data.tags[tracking.STAGE_TAG] in ("pretrain", "sft", "reward_model", "ppo@ptx", "ppo@plain"):
                 assert "model" in artifacts
-        assert parent.data.metrics["eval/ppo/gold_score"] == evaluation["eval/ppo/gold_score"]
+        assert parent.data.metrics["eval/ppo_ptx/gold_score"] == evaluation["eval/ppo_ptx/gold_score"]
 
-        # one ppo key: only ppo and evaluate rerun; the rest is up to date
+        # one ppo key: only the two ppo stages and evaluate rerun; the rest is up to date
         params["ppo"]["kl_coef"] = 0.05
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         second = flow_run(root, env)
-        expected = {s: "up to date" for s in STAGES} | {"ppo": "ran", "evaluate": "ran"}
+        expected = {s: "up to date" for s in STAGES} | {"ppo@ptx": "ran", "ppo@plain": "ran", "evaluate": "ran"}
         assert statuses(second.stdout) == expected, second.stdout
         parent2 = tracking.last_pipeline_run(params["common"]["experiment"], root)
         assert parent2.data.tags["rlhf.params_changed"] == "ppo.kl_coef"

@@ -1,9 +1,6 @@
 """The training loop: schedule, gradient accumulation, NaN guard (and a FAILED run), resume after
 a real kill ends exactly like an uninterrupted run, evaluation hooks and their state."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -95,13 +92,8 @@ SCRIPT = textwrap.dedent("""\
     """)
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
-
-    def run(ckpt, out, kill_at):
-        return subprocess.run([sys.executable, str(script), str(ckpt), str(out), str(kill_at)],
-                              capture_output=True, text=True)
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, script_runner):
+    run = script_runner(SCRIPT)
     assert run(tmp_path / "c1", tmp_path / "straight.pt", 0).returncode == 0
     killed = run(tmp_path / "c2", tmp_path / "resumed.pt", 23)
     assert killed.returncode == -9 and (tmp_path / "c2" / train.CHECKPOINT_FILE).exists()

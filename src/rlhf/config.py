@@ -246,20 +246,65 @@ class RewardModelConfig:
 
 @dataclass(frozen=True)
 class PPOConfig:
+    variants: list[Literal["ptx", "plain"]]
+    """PPO runs the pipeline trains (one DVC stage each): ptx is PPO-ptx; plain is ptx_coef 0, same seed (drop it to skip)."""
     steps: int
-    """Policy updates."""
+    """PPO iterations: each samples one rollout and trains on it for ppo_epochs."""
     batch_size: int
-    """Prompts rolled out per update."""
+    """Prompts rolled out per iteration (per process)."""
+    minibatch_size: int
+    """Episodes per optimizer step; batch_size must be a multiple of it."""
+    ppo_epochs: int
+    """Passes over each rollout (each pass in a new random minibatch order)."""
     max_new_tokens: int
     """Longest response generated in a rollout."""
-    lr: float
-    """Policy learning rate."""
-    kl_coef: float
-    """beta: weight of the per-token KL penalty to the SFT model (paper: 0.02)."""
-    ptx_coef: float
-    """gamma: weight of the pretraining LM loss mixed into every update (0: plain PPO)."""
     temperature: float
     """Sampling temperature of rollouts (paper: 1)."""
+    lr: float
+    """Learning rate of policy and value model (cosine decay over all optimizer steps)."""
+    kl_coef: float
+    """beta: weight of the per-token KL penalty to the SFT model (paper: 0.02); the start value when adaptive_kl."""
+    adaptive_kl: bool
+    """Let beta follow the measured KL toward target_kl (Ziegler et al. 2019) instead of staying at kl_coef."""
+    target_kl: float
+    """KL to the SFT model (nats per response) the adaptive controller steers toward."""
+    kl_horizon: int
+    """Episodes over which the adaptive controller corrects beta (Ziegler et al.: 10000)."""
+    max_kl: float
+    """Guard rail: the run fails when a rollout's mean KL to the SFT model (nats per response) exceeds it."""
+    gamma: float
+    """GAE discount over response tokens (not the paper's gamma: that is ptx_coef)."""
+    lam: float
+    """GAE lambda."""
+    clip_range: float
+    """PPO clip of the policy ratio (paper: 0.2)."""
+    value_clip_range: float
+    """How far a value may move from its rollout-time value before its loss is clipped (0.2)."""
+    vf_coef: float
+    """Weight of the value loss in the one loss that trains policy and value model together."""
+    ptx_coef: float
+    """gamma: weight of the pretraining LM loss mixed into every update of the ptx run (plain: 0)."""
+    ptx_batch_size: int
+    """Pretraining blocks (of the model's context length) in each update's ptx batch."""
+    sample_every: int
+    """Iterations between tables of sample responses logged to MLflow (0: none)."""
+
+    def __post_init__(self) -> None:
+        if not self.variants or len(set(self.variants)) != len(self.variants) or "ptx" not in self.variants:
+            raise ConfigError(f"ppo: variants must hold 'ptx' and optionally 'plain', each once; got {self.variants}")
+        if self.minibatch_size < 1 or self.batch_size % self.minibatch_size:
+            raise ConfigError(f"ppo: batch_size {self.batch_size} must be a multiple of minibatch_size "
+                              f"{self.minibatch_size}")
+        if min(self.steps, self.ppo_epochs, self.max_new_tokens, self.kl_horizon) < 1:
+            raise ConfigError("ppo: steps, ppo_epochs, max_new_tokens and kl_horizon must be at least 1")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ConfigError("ppo: gamma and lam must be in [0, 1]")
+        if min(self.temperature, self.clip_range, self.value_clip_range, self.max_kl, self.target_kl) <= 0:
+            raise ConfigError("ppo: temperature, clip_range, value_clip_range, max_kl and target_kl must be positive")
+        if min(self.kl_coef, self.vf_coef, self.ptx_coef, self.ptx_batch_size, self.sample_every) < 0:
+            raise ConfigError("ppo: kl_coef, vf_coef, ptx_coef, ptx_batch_size and sample_every must not be negative")
+        if self.ptx_coef > 0 and self.ptx_batch_size < 1:
+            raise ConfigError("ppo: ptx_coef > 0 needs ptx_batch_size >= 1")
 
 
 @dataclass(frozen=True)
@@ -363,6 +408,11 @@ def _coerce(value: Any, hint: Any) -> Any:
             except TypeError:
                 pass
         raise TypeError(f"expected {hint}, got {type(value).__name__} {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__} {value!r}")
+        (item_t,) = typing.get_args(hint)
+        return [_coerce(v, item_t) for v in value]
     if origin is dict:
         key_t, val_t = typing.get_args(hint)
         if not isinstance(value, dict):

@@ -26,6 +26,16 @@ def read_corpus(path: str | Path) -> list[str]:
     return docs
 
 
+def split_corpus(docs: list[str], seed: int, held_out: float = 0.05) -> tuple[list[str], list[str]]:
+    """(train, validation) documents: a seeded shuffle, the first `held_out` share kept out of
+    training. Pretraining and the ptx term train on the first part only, so evaluation's LM loss
+    on the second measures held-out text for every policy."""
+    docs = list(docs)
+    random.Random(seed).shuffle(docs)
+    n_val = max(1, int(len(docs) * held_out))
+    return docs[n_val:], docs[:n_val]
+
+
 def pack_blocks(tokenizer, docs: list[str], block: int) -> torch.Tensor:
     """All docs joined by EOS and cut into [N, block] token blocks (the tail is dropped)."""
     ids: list[int] = []

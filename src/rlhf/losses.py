@@ -1,4 +1,6 @@
-"""Loss functions as pure tensor functions: one copy each, unit-tested."""
+"""Loss functions and the masked statistics they use, as pure tensor functions: one copy each,
+unit-tested. A mask is 1 on the tokens that count and 0 on padding; padding never reaches a loss
+or a statistic."""
 
 from __future__ import annotations
 
@@ -14,10 +16,63 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            ignore_index=IGNORE)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens[t] | tokens[<t]) for t >= 1: shape [B, T-1]."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] at each position: logits [B, T, V] already aligned with tokens
+    [B, T]. Computed in float32 without materialising the full log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) at each position: [B, T, V] -> [B, T]."""
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over the positions where mask is 1 (over `dim`, or over everything); values
+    under a 0 are never read, so a NaN in padding cannot leak in."""
+    x = torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if dim is None:
+        return x.sum() / mask.sum().clamp(min=1)
+    return x.sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked positions; 0 on padding."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return torch.where(mask.bool(), (x - mean) * torch.rsqrt(var + eps), torch.zeros((), device=x.device))
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate (Schulman et al. 2017), per token, masked mean over the response.
+
+    Returns (loss, clip fraction: share of tokens where the clipped term was the larger loss,
+    approximate KL(old || new) = mean of (r - 1) - log r, Schulman's low-variance estimator)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    return loss, clip_fraction, approx_kl
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                   mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss: 0.5 * max((v - R)^2, (v_clipped - R)^2), v_clipped kept within `clip`
+    of the value at rollout time; masked mean. Returns (loss, clip fraction)."""
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    unclipped_loss = (values - returns) ** 2
+    clipped_loss = (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean((clipped_loss > unclipped_loss).float(), mask)
+    return loss, clip_fraction
 
 
 def ranked_pairs(ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

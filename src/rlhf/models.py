@@ -49,8 +49,10 @@ def new_causal_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions
     """A small GPT-2-style causal LM, randomly initialised."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    # GPT-2's tanh GELU as one fused kernel (its default, gelu_new, is the same function in Python ops)
     cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
-                     n_layer=n_layer, n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout,
+                     n_layer=n_layer, n_head=n_head, activation_function="gelu_pytorch_tanh",
+                     resid_pdrop=dropout, embd_pdrop=dropout,
                      attn_pdrop=dropout, bos_token_id=tokenizer.eos_token_id,
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return GPT2LMHeadModel(cfg)

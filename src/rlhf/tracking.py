@@ -141,6 +141,11 @@ class Run:
         else:
             raise FileNotFoundError(f"artifact {p} does not exist")
 
+    def log_table(self, rows: list[dict], artifact_file: str) -> None:
+        """Rows appended to a table artifact (JSON) that the MLflow UI shows as a table."""
+        if rows:
+            self.client.log_table(self.run_id, {k: [r[k] for r in rows] for k in rows[0]}, artifact_file)
+
     def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None:
         """Write the stage's DVC metrics file and mirror the same figures into this run."""
         bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
@@ -162,6 +167,7 @@ class NullRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_table(self, rows: list[dict], artifact_file: str) -> None: ...
     def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None: ...
 
 

@@ -60,7 +60,23 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fit(model: torch.nn.Module, batches: Iterator[Any],
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes (training data), for `fingerprint`."""
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 over a folder's files, names and bytes (a checkpoint a run starts from), for `fingerprint`."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterator[Any]],
         loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]],
         *, steps: int, lr: float, warmup_steps: int = 0, grad_clip: float = 1.0,
         weight_decay: float = 0.0, grad_accum: int = 1, accel=None,
@@ -70,6 +86,11 @@ def fit(model: torch.nn.Module, batches: Iterator[Any],
         state: dict | None = None, prefix: str = "train") -> list[dict]:
     """Train `model` for `steps` optimizer steps of `grad_accum` micro-batches each; returns the
     per-step stats (of this process; a resumed run returns those since the checkpoint).
+
+    `batches` is an endless iterator that every rank reads (each takes its share; a resumed run
+    reads past what was consumed), or a resumable source: a callable that gets the number of
+    micro-batches this rank already consumed (0 on a fresh run) and returns this rank's batches
+    from there on, without replaying them (PPO, whose batches come from rollouts of the model).
 
     `loss_fn(model, batch)` returns the loss and a dict of extra float stats. `on_step(step,
     stats)` gets `<prefix>/loss`, `/lr`, `/grad_norm` and those stats after every step (main
@@ -87,9 +108,12 @@ def fit(model: torch.nn.Module, batches: Iterator[Any],
     user_state = state if state is not None else {}
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     start = _resume(ckpt, run_id, model, opt, sched, user_state, accel) if ckpt else 0
-    # each rank its own share of the batches; a resumed run skips what was already consumed
-    micro = itertools.islice(batches, accel.process_index, None, accel.num_processes)
-    micro = itertools.islice(micro, start * grad_accum, None)
+    if callable(batches):
+        micro = iter(batches(start * grad_accum))
+    else:
+        # each rank its own share of the batches; a resumed run skips what was already consumed
+        micro = itertools.islice(batches, accel.process_index, None, accel.num_processes)
+        micro = itertools.islice(micro, start * grad_accum, None)
     progress = _progress(steps, start, prefix, accel.is_main_process)
     model.train()
     history = []
