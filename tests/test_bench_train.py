@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"pretrain_tokens_per_s", "sft_tokens_per_s", "hf_trainer_sft_tokens_per_s", "ratio_ours_over_hf",
-        "sft_final_loss_ours", "sft_final_loss_hf", "steps", "batch_size", "seq_len", "model_params"}
+        "sft_final_loss_ours", "sft_final_loss_hf", "device", "steps", "batch_size", "seq_len", "model_params"}
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_bench_train_tiny():
     lines = out.stdout.strip().splitlines()
     result = json.loads(lines[-1])
     assert set(result) == KEYS
-    assert (result["steps"], result["batch_size"], result["seq_len"]) == (5, 4, 128)
+    assert (result["device"], result["steps"], result["batch_size"], result["seq_len"]) == ("cpu", 5, 4, 128)
     assert result["model_params"] > 0
     for key in ("pretrain_tokens_per_s", "sft_tokens_per_s", "hf_trainer_sft_tokens_per_s", "ratio_ours_over_hf"):
         assert result[key] > 0 and math.isfinite(result[key])
