@@ -103,15 +103,18 @@ def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
 @torch.no_grad()
 def group_rewards(model, tokenizer, prompts: list[str], responses: list[list[str]],
                   batch_size: int = 16) -> list[list[float]]:
-    """The reward of every response, grouped as given, `batch_size` prompts per forward pass."""
+    """The reward of every response, grouped as given, `batch_size` prompts per forward pass
+    (prompts of similar length together, so that batches carry little padding)."""
     was_training = model.training
     model.eval()
     max_len = max_positions(model)
-    out: list[list[float]] = []
-    for i in range(0, len(prompts), batch_size):
-        b = group_batch(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size], None, max_len)
-        r = rewards(model, b).cpu()
-        out.extend(row[:len(rs)].tolist() for row, rs in zip(r, responses[i:i + batch_size]))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(map(len, responses[i]), default=0))
+    out: list[list[float]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        b = group_batch(tokenizer, [prompts[i] for i in idx], [responses[i] for i in idx], None, max_len)
+        for i, row in zip(idx, rewards(model, b).cpu()):
+            out[i] = row[:len(responses[i])].tolist()
     model.train(was_training)
     return out
 
