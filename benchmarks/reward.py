@@ -14,6 +14,9 @@ Both runs start from the same weights, see the same prompts and pairs for one ep
 steps each), with the same optimizer and schedule; the pairwise run's batches hold about as many
 sequences as the K-way run's (pair batch = batch size x mean K / 2), so their steps cost alike.
 
+A third run trains K-way for as many steps as the pairwise run took (about the same forward
+passes, several epochs): accuracy at equal compute.
+
 Examples are ranked pairs (what the loss counts): examples/s = pairs trained on / training seconds.
 Forward passes are sequence forwards (one response through the model once): sum of K for K-way,
 2 per pair for pairwise; so the sequences-per-pair ratio, 2 C(K,2) / K = K - 1, is what one epoch of
@@ -164,11 +167,13 @@ def main() -> None:
         eos_token_id=tokenizer.eos_token_id, resid_pdrop=0.0,
         embd_pdrop=0.0, attn_pdrop=0.0))
     n_params = sum(x.numel() for x in model.parameters())
-    kway_model, pair_model = copy.deepcopy(model), copy.deepcopy(model)
+    kway_model, pair_model, long_model = (copy.deepcopy(model) for _ in range(3))
     setup_s = time.perf_counter() - started
 
     kway = run("K-way", kway_model, tokenizer, tr, args.batch_size, steps_kway, args, va)
     pairwise = run("pairwise", pair_model, tokenizer, pairs, pair_batch, steps_pairs, args, va)
+    # K-way again, for as many steps (so about as many forward passes) as the pairwise run took
+    same = run("K-way*", long_model, tokenizer, tr, args.batch_size, steps_pairs, args, va)
     ratio = kway["examples_per_s"] / pairwise["examples_per_s"]
     n_pairs = comparisons.pair_counts(tr)["pairs"]
     seq_ratio = 2 * n_pairs / int(ks.sum())
@@ -183,10 +188,12 @@ def main() -> None:
     print()
     print(f"{'run':<10}{'steps':>7}{'seconds':>9}{'pairs':>8}{'seq fwd':>9}{'pairs/s':>9}{'val acc':>9}"
           f"{'val gold':>10}{'loss':>8}")
-    for r in (kway, pairwise):
+    for r in (kway, pairwise, same):
         print(f"{r['name']:<10}{r['steps']:>7}{r['seconds']:>9.1f}{r['pairs']:>8}{r['sequences']:>9}"
               f"{r['examples_per_s']:>9.1f}{r['val_accuracy']:>9.3f}{r['val_accuracy_gold']:>10.3f}"
               f"{r['final_loss']:>8.3f}")
+    print("K-way*: K-way trained for the pairwise run's steps (about its forward passes, "
+          f"{steps_pairs / steps_kway:.1f} epochs): the same compute")
     print()
     print(f"speed ratio (pairs/s, K-way over pairwise): {ratio:.2f}; sequence forwards per pair: pairwise 2, "
           f"K-way {int(ks.sum()) / n_pairs:.3f}, so {seq_ratio:.2f} is the ideal (K - 1 for a fixed K); the "
@@ -201,6 +208,8 @@ def main() -> None:
         "kway_val_accuracy": round(kway["val_accuracy"], 4), "pairwise_val_accuracy": round(pairwise["val_accuracy"], 4),
         "kway_val_accuracy_gold": round(kway["val_accuracy_gold"], 4),
         "pairwise_val_accuracy_gold": round(pairwise["val_accuracy_gold"], 4),
+        "kway_same_compute_val_accuracy": round(same["val_accuracy"], 4),
+        "kway_same_compute_val_accuracy_gold": round(same["val_accuracy_gold"], 4),
         "kway_steps": kway["steps"], "pairwise_steps": pairwise["steps"], "prompts": len(tr), "pairs": n_pairs,
         "mean_k": round(float(ks.mean()), 3), "model_params": n_params,
     }), flush=True)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"kway_examples_per_s", "pairwise_examples_per_s", "speed_ratio", "ideal_ratio_sequences",
         "paper_ratio_k_minus_1_over_2", "kway_forward_passes", "pairwise_forward_passes", "kway_val_accuracy",
         "pairwise_val_accuracy", "kway_val_accuracy_gold", "pairwise_val_accuracy_gold", "kway_steps",
-        "pairwise_steps", "prompts", "pairs", "mean_k", "model_params"}
+        "pairwise_steps", "prompts", "pairs", "mean_k", "model_params", "kway_same_compute_val_accuracy",
+        "kway_same_compute_val_accuracy_gold"}
 
 
 @pytest.mark.slow
@@ -27,7 +28,8 @@ def test_bench_reward_tiny():
     assert result["kway_steps"] == result["pairwise_steps"] == 3 and result["prompts"] == 30
     for key in ("kway_examples_per_s", "pairwise_examples_per_s", "speed_ratio"):
         assert result[key] > 0 and math.isfinite(result[key])
-    for key in ("kway_val_accuracy", "pairwise_val_accuracy", "kway_val_accuracy_gold", "pairwise_val_accuracy_gold"):
+    for key in ("kway_val_accuracy", "pairwise_val_accuracy", "kway_val_accuracy_gold", "pairwise_val_accuracy_gold",
+                "kway_same_compute_val_accuracy", "kway_same_compute_val_accuracy_gold"):
         assert 0 <= result[key] <= 1
     # about as many sequences per step both ways, so K-way covers several times the pairs
     assert result["kway_forward_passes"] == pytest.approx(result["pairwise_forward_passes"], rel=0.2)
