@@ -9,10 +9,10 @@ Ties, decided here once: responses with equal gold scores tie (identical texts a
 labeler's noise is drawn once per distinct gold score of a prompt, so it reorders the quality levels
 but never splits one: a tie gives no pair to the loss and is left out of every agreement figure.
 Why not break gold ties by noise: gold scores come in few levels (0.4 wrong format, 0.5 wrong
-answer, 1.0 correct), so many responses of a prompt share one; on the default pipeline 53% of the
-pairs of different texts would then be ordered by a coin flip, noise the RM cannot learn, and an
-RM that ordered every other pair as gold does would still score only about 0.60 against the
-labeler. Ranks are competition ranks: 0 is the best, tied responses share the best rank among them.
+answer, 1.0 correct), so many responses of a prompt share one; on the default pipeline more than
+half of the pairs of different texts would then be ordered by a coin flip, noise the RM cannot
+learn, and an RM that ordered every other pair as gold does would still score below 0.6 against
+the labeler. Ranks are competition ranks: 0 is the best, tied responses share the best rank among them.
 
 Imported rankings (`comparisons.source: import`, any mix of files under `comparisons.import_path`):
 - ranked lists: `prompt` and `completions` ordered best to worst, or `prompt`, `responses` and
