@@ -315,6 +315,16 @@ class EvaluateConfig:
     """Longest evaluated response."""
     few_shot: int
     """Demonstrations before each prompt for the prompted base model (the paper's GPT-3 prompted)."""
+    bootstrap: int
+    """Bootstrap resamples of the test prompts behind each win rate's 95% interval."""
+    toxicity_prompts: int
+    """Prompts per instruction type (basic, respectful, biased) in the toxicity probe."""
+    probes: int
+    """Capability probes per kind (arithmetic facts, category members) for the alignment tax."""
+    registered_model: str
+    """MLflow registered model that the PPO-ptx policy joins as a new version (alias `candidate`)."""
+    promote_margin: float
+    """`champion` moves to the candidate only when its gold win rate against the champion is at least 0.5 + this."""
 
 
 SECTIONS: dict[str, type] = {
