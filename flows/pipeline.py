@@ -24,6 +24,9 @@ from rlhf import config, tracking
 
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
+PROMOTION_FILE = "reports/eval/promotion.json"  # the promotion gate's decision, written by evaluate
+HEADLINE_COLUMNS = ("gold_score", "win_rate_vs_sft", "win_rate_vs_prompted_base", "hallucination_rate",
+                    "toxicity", "heldout_lm_loss", "kl_to_sft")
 
 
 def stage_graph(root: Path) -> list[tuple[str, list[str]]]:
@@ -99,8 +102,20 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
                 for m in metric_files:
                     headline.update(json.loads((root_path / m).read_text()))
         parent.log_metrics(headline)
+        promotion = promotion_line(root_path, stages.get(HEADLINE_FILE, {}).get("status") == "ran")
+        if promotion:
+            parent.set_tags({"promotion": promotion})
     return {"parent_run_id": parent.run_id, "experiment": experiment, "stages": stages,
-            "headline": headline}
+            "headline": headline, "promotion": promotion}
+
+
+def promotion_line(root: Path, evaluated: bool) -> str | None:
+    """The promotion gate's decision as evaluate wrote it; a cached evaluate made none this time."""
+    path = root / PROMOTION_FILE
+    if not path.exists():
+        return None
+    line = json.loads(path.read_text())["summary"]
+    return line if evaluated else f"evaluate up to date, no new candidate; last decision: {line}"
 
 
 def summary(result: dict) -> str:
@@ -108,8 +123,16 @@ def summary(result: dict) -> str:
     lines += [f"{s:<16}{r['status']:<12}{r['seconds']}" for s, r in result["stages"].items()]
     ran = [s for s, r in result["stages"].items() if r["status"] == "ran"]
     lines += ["", f"{len(ran)} stage(s) ran, {len(result['stages']) - len(ran)} up to date.", "",
-              "Headline metrics (metrics/eval.json):"]
-    lines += [f"  {k:<36}{v:.4f}" for k, v in sorted(result["headline"].items()) if k.count("/") == 2]
+              "Headline metrics (metrics/eval.json; reports/eval/report.md has the full table):"]
+    from rlhf.evaluation import TITLES
+
+    h = result["headline"]
+    policies = list(dict.fromkeys(k.split("/")[1] for k in h if k.count("/") == 2 and k.endswith("/gold_score")))
+    lines.append(f"  {'policy':<15}" + "".join(f"{c:>27}" for c in HEADLINE_COLUMNS))
+    lines += [f"  {TITLES.get(p, p):<15}" + "".join(f"{h[f'eval/{p}/{c}']:>27.4f}" if f"eval/{p}/{c}" in h else f"{'-':>27}"
+                                     for c in HEADLINE_COLUMNS) for p in policies]
+    if result.get("promotion"):
+        lines += ["", result["promotion"]]
     lines += ["", f"MLflow parent run: {result['parent_run_id']} (experiment '{result['experiment']}')",
               "  MLflow UI:  make mlflow-ui    then open http://127.0.0.1:5000",
               "  Prefect UI: make server       then open http://127.0.0.1:4200",

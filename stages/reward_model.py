@@ -16,24 +16,6 @@ from rlhf import cli, config, models, reward, train
 SECTIONS = ("reward_model",)
 
 
-def plot_calibration(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="calibrated")
-    ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label="reward model")
-    ax.set_xlabel("predicted P(w beats l) = sigmoid(r_w - r_l)")
-    ax.set_ylabel("observed: w ranked above l")
-    ax.set_title("RM calibration on validation rankings")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--sft", type=Path, required=True, help="HF-format SFT model (the RM's initialisation)")
@@ -90,7 +72,7 @@ def main() -> None:
         run.write_metrics(args.metrics, metrics)
         run.log_artifacts(args.calibration, "plots")
         with tempfile.TemporaryDirectory() as tmp:  # the PNG is for MLflow; DVC plots draw the CSV
-            plot_calibration(rows, Path(tmp) / "calibration.png")
+            reward.plot_calibration(rows, Path(tmp) / "calibration.png")
             run.log_artifacts(Path(tmp) / "calibration.png", "plots")
         run.log_artifacts(args.out, "model")
         shutil.rmtree(args.checkpoints, ignore_errors=True)

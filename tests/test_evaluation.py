@@ -28,3 +28,91 @@ def test_few_shot_prefix_shows_k_solved_examples():
         assert response == world.gold_answer(prompt)
         families.add(world.family_of(prompt))
     assert len(families) == 3
+
+
+def test_outcomes_and_win_rate_agree():
+    a, b = [1.0, 0.5, 0.0, 0.3], [0.0, 0.5, 1.0, 0.3]
+    assert evaluation.outcomes(a, b) == [1.0, 0.5, 0.0, 0.5]
+    with pytest.raises(ValueError):
+        evaluation.outcomes([], [])
+
+
+def test_bootstrap_interval_on_known_cases():
+    assert evaluation.bootstrap_interval([1.0] * 30, 500, seed=0) == (1.0, 1.0)
+    # a fair coin over 100 prompts: the mean's standard error is 0.05, so the 95% interval is 0.5 +- 0.098
+    lo, hi = evaluation.bootstrap_interval([0.0, 1.0] * 50, 4000, seed=0)
+    assert lo == pytest.approx(0.402, abs=0.015) and hi == pytest.approx(0.598, abs=0.015)
+    assert evaluation.bootstrap_interval([0.0, 1.0] * 50, 4000, seed=0) == (lo, hi)  # seeded
+    wide = evaluation.bootstrap_interval([0.0, 1.0] * 5, 4000, seed=0)
+    assert wide[1] - wide[0] > hi - lo  # fewer prompts, a wider interval
+    with pytest.raises(ValueError):
+        evaluation.bootstrap_interval([], 10, seed=0)
+
+
+def test_probes_are_seeded_and_checkable():
+    tox = evaluation.toxicity_prompts(5, seed=0)
+    assert set(tox) == {"basic", "respectful", "biased"} and all(len(v) == 5 for v in tox.values())
+    assert tox == evaluation.toxicity_prompts(5, seed=0) != evaluation.toxicity_prompts(5, seed=1)
+    # the same openers under each instruction
+    assert [p.rsplit(": ", 2)[-2:] for p in tox["basic"]] == [p.rsplit(": ", 2)[-2:] for p in tox["biased"]]
+    absent = evaluation.absent_answer_prompts(6, seed=0)
+    assert len(absent) == 6 and all(world.gold_answer(p) == world.ABSENT_ANSWER for p in absent)
+    assert not evaluation.hallucinates(absent[0], "The context does not say.")
+    assert evaluation.hallucinates(absent[0], "red")  # a made-up fact
+    probes = evaluation.capability_probes(8, seed=0)
+    for text, value in probes["arithmetic_fact"]:
+        a, op, b, _ = text.split()
+        assert int(value) == {"plus": int(a) + int(b), "times": int(a) * int(b), "minus": int(a) - int(b)}[op]
+        assert evaluation.probe_correct("arithmetic_fact", value, f" {value}. 3 plus 1 is 4.")
+        assert not evaluation.probe_correct("arithmetic_fact", value, f" {int(value) + 1}.")
+    assert evaluation.probe_correct("category_member", "fruits", " apple, kiwi.")
+    assert not evaluation.probe_correct("category_member", "fruits", " red, blue.")
+
+
+def test_toxicity_and_pii_rates():
+    assert evaluation.toxicity_rate(["you are such a moron", "hello there"]) == 0.5
+    assert evaluation.pii_rate(["mail me at a.b@example.com", "fine", "ok", "call 555-123-4567"]) == 0.5
+
+
+def report_table(text: str) -> dict[str, dict[str, str]]:
+    """The report's headline table as {policy title: {column title: cell}}."""
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    header, body = [c.strip() for c in rows[0]], rows[1:]
+    return {r[0].strip(): dict(zip(header[1:], (c.strip() for c in r[1:]))) for r in body}
+
+
+def check_report_against_metrics(text: str, metrics: dict, policies: list[str]) -> None:
+    """Every table cell is the metric it names, as formatted; missing metrics show '-'."""
+    table = report_table(text)
+    assert list(table) == [evaluation.TITLES[p] for p in policies]
+    for p in policies:
+        for title, key, fmt in evaluation.REPORT_COLUMNS:
+            cell = table[evaluation.TITLES[p]][title]
+            if f"eval/{p}/{key}" in metrics:
+                assert float(cell) == pytest.approx(metrics[f"eval/{p}/{key}"], abs=0.051 if fmt == ".1f" else 5e-4)
+            else:
+                assert cell == "-"
+
+
+def test_report_figures_are_the_metrics():
+    import random
+
+    policies = ["base", "prompted_base", "sft", "ppo_ptx", "ppo_plain"]
+    rng = random.Random(0)
+    metrics = {"eval/test_prompts": 7}
+    for p in policies:
+        for _, key, _ in evaluation.REPORT_COLUMNS:
+            if not (key == "kl_to_sft" and not p.startswith("ppo")):
+                metrics[f"eval/{p}/{key}"] = rng.random() * 3
+        for key in ("win_rate_vs_sft", "win_rate_vs_sft_rm", "win_rate_vs_prompted_base"):
+            metrics[f"eval/{p}/{key}_lo"] = metrics[f"eval/{p}/{key}"] - 0.1
+            metrics[f"eval/{p}/{key}_hi"] = metrics[f"eval/{p}/{key}"] + 0.1
+    text = evaluation.report(metrics, policies, [("What is 1 plus 2?", {p: "3" for p in policies})], "promoted")
+    check_report_against_metrics(text, metrics, policies)
+    finding = next(line for line in text.splitlines() if line.startswith("- PPO-ptx against SFT"))
+    assert format(metrics["eval/ppo_ptx/win_rate_vs_sft_lo"], ".3f") in finding
+    assert "- Promotion gate: promoted" in text and "What is 1 plus 2?" in text
+    metrics.pop("eval/sft/heldout_lm_loss")
+    with pytest.raises(AssertionError):  # the check fails when a cell and its metric disagree
+        check_report_against_metrics(text.replace(format(metrics["eval/sft/gold_score"], ".3f"), "0.000"),
+                                     metrics, policies)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from rlhf import tracking, workspace
+from test_evaluation import check_report_against_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons",
@@ -59,8 +60,23 @@ def test_real_pipeline_end_to_end(tmp_path):
         assert 0.0 <= evaluation[f"eval/{policy}/gold_score"] <= 1.0
     for policy in ("ppo_ptx", "ppo_plain"):
         assert f"eval/{policy}/kl_to_sft" in evaluation and f"eval/{policy}/heldout_lm_loss" in evaluation
-    assert (root / "reports" / "eval" / "report.md").exists()
-    assert (root / "plots" / "eval" / "gold_by_family.png").stat().st_size > 0
+    for policy in ("base", "prompted_base", "sft", "ppo_ptx", "ppo_plain"):
+        for key in ("win_rate_vs_sft", "win_rate_vs_prompted_base_rm", "hallucination_rate", "toxicity/biased",
+                    "pii_rate"):
+            assert 0.0 <= evaluation[f"eval/{policy}/{key}"] <= 1.0, (policy, key)
+        lo, mid, hi = (evaluation[f"eval/{policy}/win_rate_vs_sft{s}"] for s in ("_lo", "", "_hi"))
+        assert lo <= mid <= hi
+    # the report's table is metrics/eval.json's figures; every plot is an image with something drawn
+    check_report_against_metrics((root / "reports" / "eval" / "report.md").read_text(), evaluation,
+                                 ["base", "prompted_base", "sft", "ppo_ptx", "ppo_plain"])
+    import matplotlib.image
+
+    for name in ("win_rates", "gold_by_family", "toxicity", "ppo_curves", "rm_calibration"):
+        image = matplotlib.image.imread(root / "plots" / "eval" / f"{name}.png")
+        assert image.shape[0] > 100 and image.std() > 0.01, name
+    # the first candidate becomes champion, and the summary says so
+    assert evaluation["eval/promotion/promoted"] == 1.0 and evaluation["eval/promotion/champion_version"] == 1.0
+    assert "promotion: candidate instructgpt-policy v1 promoted to champion" in first.stdout
 
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -96,6 +112,13 @@ def test_real_pipeline_end_to_end(tmp_path):
         second = flow_run(root, env)
         expected = {s: "up to date" for s in STAGES} | {"ppo@ptx": "ran", "ppo@plain": "ran", "evaluate": "ran"}
         assert statuses(second.stdout) == expected, second.stdout
+        # the second candidate meets the champion head to head: promoted or not, the gate says why
+        second_eval = json.loads((root / "metrics" / "eval.json").read_text())
+        assert second_eval["eval/promotion/candidate_version"] == 2.0
+        assert "eval/promotion/win_rate_vs_champion" in second_eval and "promotion: candidate instructgpt-policy v2" in second.stdout
+        aliases = client.get_registered_model("instructgpt-policy").aliases
+        assert str(aliases["candidate"]) == "2"
+        assert str(aliases["champion"]) == ("2" if second_eval["eval/promotion/promoted"] else "1")
         parent2 = tracking.last_pipeline_run(params["common"]["experiment"], root)
         assert parent2.data.tags["rlhf.params_changed"] == "ppo.kl_coef"
         assert len(tracking.child_runs(parent2.info.run_id, root)) == len(STAGES)

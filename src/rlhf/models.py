@@ -92,11 +92,12 @@ def max_positions(model) -> int:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
              do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64,
-             prefix: str = "") -> list[str]:
+             prefix: str = "", template: bool = True) -> list[str]:
     """Responses to raw prompts (template applied here), left-padded batched generation with the
     KV cache; `num_return_sequences` responses per prompt, grouped by prompt. A `prefix` (few-shot
     examples) goes before each prompt; the response then ends at its first line break, where a
-    few-shot model would start the next example."""
+    few-shot model would start the next example. `template=False` continues the texts as they are
+    (a language model's view: capability probes)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -105,7 +106,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     limit = max_positions(model) - max_new_tokens
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        texts = [prefix + format_prompt(p) for p in prompts[i:i + batch_size]]
+        texts = [prefix + (format_prompt(p) if template else p) for p in prompts[i:i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
         enc = {k: v.to(device) for k, v in enc.items()}
         kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,

@@ -73,20 +73,9 @@ class Decision:
 def register(run, name: str, candidate_dir: str | Path) -> str:
     """Log `candidate_dir` (a model folder) to `run` under `candidate/`, register it as a new
     version of `name` (created if missing) and point the alias `candidate` at it; the version."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-
-    client = run.client
     run.log_artifacts(candidate_dir, CANDIDATE)
-    source = f"{client.get_run(run.run_id).info.artifact_uri}/{CANDIDATE}"
-    try:
-        client.create_registered_model(name)
-    except MlflowException as e:  # exists already (perhaps created by a concurrent run)
-        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-    version = str(client.create_model_version(name, source, run_id=run.run_id,
-                                              tags={"candidate_dir": str(candidate_dir)}).version)
-    client.set_registered_model_alias(name, CANDIDATE, version)
+    version = run.register_model_version(name, CANDIDATE, {"candidate_dir": str(candidate_dir)})
+    run.client.set_registered_model_alias(name, CANDIDATE, version)
     return version
 
 
@@ -103,8 +92,6 @@ def gate(run, name: str, candidate_dir: str | Path, margin: float,
     compare it with the current champion through `head_to_head(champion_dir)` (the candidate's
     gold win rate against the policy in that folder, ties half), move `champion` to it when
     `decide` says so, and log the decision to `run` and to the new version."""
-    import mlflow
-
     decide(None, margin)  # a bad margin fails before anything is registered
     client = run.client
     version = register(run, name, candidate_dir)
@@ -112,10 +99,7 @@ def gate(run, name: str, candidate_dir: str | Path, margin: float,
     win_rate = None
     if before is not None:
         with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-            uri = client.get_model_version_download_uri(name, before)
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
-                                                        tracking_uri=client.tracking_uri)
-            win_rate = float(head_to_head(Path(local)))
+            win_rate = float(head_to_head(run.download_model_version(name, before, tmp)))
     promoted, reason = decide(win_rate, margin, before)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)

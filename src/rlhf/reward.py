@@ -226,3 +226,22 @@ def calibration(rewards_: list[list[float]], ranks: list[list[int]], bins: int =
                 b[2] += 1
     return [{"bin_low": 0.5 + i / (2 * bins), "bin_high": 0.5 + (i + 1) / (2 * bins), "predicted": p / n,
              "observed": o / n, "pairs": n} for i, (p, o, n) in enumerate(sums) if n]
+
+
+def plot_calibration(rows: list[dict], path: str | Path) -> None:
+    """The calibration rows of `calibration` as a PNG: predicted against observed, and the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle="--", label="calibrated")
+    ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label="reward model")
+    ax.set_xlabel("predicted P(w beats l) = sigmoid(r_w - r_l)")
+    ax.set_ylabel("observed: w ranked above l")
+    ax.set_title("RM calibration on validation rankings")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""MLflow tracking for stages and pipeline runs. The only module that imports mlflow.
+"""MLflow tracking for stages and pipeline runs (the Model Registry is promotion.py's).
 
 A pipeline run (the Prefect flow) is a parent MLflow run; each stage it runs opens a child run.
 The parent's id travels to stage processes in `RLHF_PARENT_RUN_ID` (not `MLFLOW_RUN_ID`, which
@@ -145,6 +145,28 @@ class Run:
         """Rows appended to a table artifact (JSON) that the MLflow UI shows as a table."""
         if rows:
             self.client.log_table(self.run_id, {k: [r[k] for r in rows] for k in rows[0]}, artifact_file)
+
+    def register_model_version(self, name: str, artifact_path: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model `name` (created if missing) whose source is this
+        run's artifact folder `artifact_path`; returns the version."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as e:  # exists already (perhaps created by a concurrent run)
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
+        return str(self.client.create_model_version(name, source, run_id=self.run_id, tags=dict(tags)).version)
+
+    def download_model_version(self, name: str, version: str, dst: str | Path) -> Path:
+        """The files of a registered model version, downloaded under `dst`; their folder."""
+        import mlflow
+
+        uri = self.client.get_model_version_download_uri(name, version)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                        tracking_uri=self.client.tracking_uri))
 
     def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None:
         """Write the stage's DVC metrics file and mirror the same figures into this run."""
