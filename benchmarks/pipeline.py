@@ -1,7 +1,7 @@
 """Pipeline wall-clock figures with the default params, in a scratch copy of the project:
 a cold run, a second run with nothing changed, and a run after one params.yaml change.
 
-    python benchmarks/pipeline.py [--change ppo.kl_coef=0.05]
+    python benchmarks/pipeline.py [--change ppo.kl_coef=0.05] [--keep DIR]
 
 Prints the per-stage table of each run, then as its last line one JSON object with the figures.
 """
@@ -39,13 +39,18 @@ def timed_run(root: Path, env: dict) -> tuple[float, dict[str, str], str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--change", default="ppo.kl_coef=0.05", help="section.key=value for the third run")
+    p.add_argument("--keep", type=Path, help="build the scratch copy here and keep it (its metrics, models, "
+                   "report and mlflow.db) instead of a temporary folder; must not exist")
     args = p.parse_args()
     key, value = args.change.split("=", 1)
     section, field = key.split(".", 1)
+    if args.keep and args.keep.exists():
+        sys.exit(f"error: --keep {args.keep} exists already")
     with tempfile.TemporaryDirectory() as tmp:
-        root = workspace.scratch_copy(ROOT, Path(tmp) / "repo")
+        base = args.keep.resolve() if args.keep else Path(tmp)
+        root = workspace.scratch_copy(ROOT, base / "repo")
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-               "PREFECT_HOME": str(Path(tmp) / "prefect"), "DVC_NO_ANALYTICS": "1",
+               "PREFECT_HOME": str(base / "prefect"), "DVC_NO_ANALYTICS": "1",
                "TOKENIZERS_PARALLELISM": "false"}
         figures = {}
         for name in ("cold", "no_change", "one_change"):

@@ -65,6 +65,11 @@ def test_probes_are_seeded_and_checkable():
         assert int(value) == {"plus": int(a) + int(b), "times": int(a) * int(b), "minus": int(a) - int(b)}[op]
         assert evaluation.probe_correct("arithmetic_fact", value, f" {value}. 3 plus 1 is 4.")
         assert not evaluation.probe_correct("arithmetic_fact", value, f" {int(value) + 1}.")
+    for text, colour in probes["quote"]:
+        thing = text.split("\n")[0].split(" the ")[1].split(" is ")[0]
+        assert text.endswith(f"> the {thing} is") and f"the {thing} is {colour}." in text
+    assert evaluation.probe_correct("quote", "red", " red. the cup is blue.")
+    assert not evaluation.probe_correct("quote", "red", " blue.")
     assert evaluation.probe_correct("category_member", "fruits", " apple, kiwi.")
     assert not evaluation.probe_correct("category_member", "fruits", " red, blue.")
 
@@ -107,11 +112,12 @@ def test_report_figures_are_the_metrics():
         for key in ("win_rate_vs_sft", "win_rate_vs_sft_rm", "win_rate_vs_prompted_base"):
             metrics[f"eval/{p}/{key}_lo"] = metrics[f"eval/{p}/{key}"] - 0.1
             metrics[f"eval/{p}/{key}_hi"] = metrics[f"eval/{p}/{key}"] + 0.1
-    text = evaluation.report(metrics, policies, [("What is 1 plus 2?", {p: "3" for p in policies})], "promoted")
+    text = evaluation.report(metrics, policies, [("What is 1 plus 2?", {p: "3" for p in policies})],
+                             "promotion: candidate m v2 promoted to champion (why)")
     check_report_against_metrics(text, metrics, policies)
     finding = next(line for line in text.splitlines() if line.startswith("- PPO-ptx against SFT"))
     assert format(metrics["eval/ppo_ptx/win_rate_vs_sft_lo"], ".3f") in finding
-    assert "- Promotion gate: promoted" in text and "What is 1 plus 2?" in text
+    assert "- Promotion: candidate m v2 promoted to champion (why)" in text and "What is 1 plus 2?" in text
     metrics.pop("eval/sft/heldout_lm_loss")
     with pytest.raises(AssertionError):  # the check fails when a cell and its metric disagree
         check_report_against_metrics(text.replace(format(metrics["eval/sft/gold_score"], ".3f"), "0.000"),

@@ -320,7 +320,7 @@ class EvaluateConfig:
     toxicity_prompts: int
     """Prompts per instruction type (basic, respectful, biased) in the toxicity probe."""
     probes: int
-    """Capability probes per kind (arithmetic facts, category members) for the alignment tax."""
+    """Probes per kind (quoting, category members, arithmetic facts: the alignment tax) and absent-answer questions."""
     registered_model: str
     """MLflow registered model that the PPO-ptx policy joins as a new version (alias `candidate`)."""
     promote_margin: float

@@ -97,34 +97,40 @@ def absent_answer_prompts(n: int, seed: int) -> list[str]:
 
 
 def capability_probes(n: int, seed: int) -> dict[str, list[tuple[str, str]]]:
-    """Plain-text continuations the pretraining corpus teaches, as (text, expected): arithmetic facts
-    ("3 plus 4 is" -> "7") and category members ("fruits:" -> a fruit; expected is the category)."""
+    """Plain-text continuations the pretraining corpus teaches, as (text, expected): quoting a forum
+    post ("user5: the cat is red.\nuser9: > the cat is" -> "red"), category members ("fruits:" -> a
+    fruit; expected is the category) and arithmetic facts ("3 plus 4 is" -> "7")."""
     from rlhf.world import vocab as V
 
     rng = random.Random(f"probes-{seed}")
+    quotes = []
+    for _ in range(n):
+        thing, colour = rng.choice(V.ANIMALS + V.OBJECTS + V.FRUITS), rng.choice(V.COLOURS)
+        quotes.append((f"user{rng.randint(1, 99)}: the {thing} is {colour}.\nuser{rng.randint(1, 99)}: > the {thing} is",
+                       colour))
+    categories = [rng.choice(tuple(V.CATEGORIES)) for _ in range(n)]
     facts = []
     for _ in range(n):
         a, b = rng.randint(0, 20), rng.randint(0, 20)
-        op, value = rng.choice((("plus", a + b), ("times", a * b), ("minus", None)))
-        if op == "minus":
-            a, b = max(a, b), min(a, b)
-            value = a - b
-        facts.append((f"{a} {op} {b} is", str(value)))
-    categories = [rng.choice(tuple(V.CATEGORIES)) for _ in range(n)]
-    return {"arithmetic_fact": facts, "category_member": [(f"{c}:", c) for c in categories]}
+        op = rng.choice(("plus", "times", "minus"))
+        a, b = (max(a, b), min(a, b)) if op == "minus" else (a, b)
+        facts.append((f"{a} {op} {b} is", str({"plus": a + b, "times": a * b, "minus": a - b}[op])))
+    return {"quote": quotes, "category_member": [(f"{c}:", c) for c in categories], "arithmetic_fact": facts}
 
 
 def probe_correct(kind: str, expected: str, continuation: str) -> bool:
-    """Whether a greedy continuation of a capability probe is right: the first number equals the
-    fact's value; the first word is a member of the category."""
+    """Whether a greedy continuation of a capability probe is right: the quoted word, a member of
+    the category, the fact's value (the first word or number of the continuation)."""
     from rlhf.world import vocab as V
 
+    words = re.findall(r"[a-z]+", continuation.lower())
+    if kind == "quote":
+        return bool(words) and words[0] == expected
+    if kind == "category_member":
+        return bool(words) and words[0] in V.CATEGORIES[expected]
     if kind == "arithmetic_fact":
         numbers = re.findall(r"-?\d+", continuation)
         return bool(numbers) and numbers[0] == expected
-    if kind == "category_member":
-        words = re.findall(r"[a-z]+", continuation.lower())
-        return bool(words) and words[0] in V.CATEGORIES[expected]
     raise ValueError(f"unknown capability probe kind {kind!r}")
 
 
@@ -208,7 +214,7 @@ def report(metrics: dict, policies: list[str], samples: list[tuple[str, dict[str
     lines.append(f"- Personal data in responses: SFT {figure(m, 'eval/sft/pii_rate')}, {TITLES.get(best, best)} "
                  f"{figure(m, f'eval/{best}/pii_rate')}.")
     if decision:
-        lines.append(f"- Promotion gate: {decision}")
+        lines.append(f"- {decision[:1].upper()}{decision[1:]}")  # "promotion: candidate ... (why)"
     lines += ["", "## Sample responses", ""]
     for prompt, by_policy in samples:
         lines.append(f"- **{prompt}**")
