@@ -25,8 +25,9 @@ from rlhf import config, tracking
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
 PROMOTION_FILE = "reports/eval/promotion.json"  # the promotion gate's decision, written by evaluate
-HEADLINE_COLUMNS = ("gold_score", "win_rate_vs_sft", "win_rate_vs_prompted_base", "hallucination_rate",
-                    "toxicity", "heldout_lm_loss", "kl_to_sft")
+HEADLINE_COLUMNS = {"gold_score": "gold", "win_rate_vs_sft": "win vs SFT", "win_rate_vs_prompted_base": "win vs base",
+                    "hallucination_rate": "hallucinate", "toxicity": "toxicity", "heldout_lm_loss": "LM loss",
+                    "kl_to_sft": "KL to SFT"}  # metric under eval/<policy>/ -> column title
 
 
 def stage_graph(root: Path) -> list[tuple[str, list[str]]]:
@@ -127,10 +128,10 @@ def summary(result: dict) -> str:
     from rlhf.evaluation import TITLES
 
     h = result["headline"]
-    policies = list(dict.fromkeys(k.split("/")[1] for k in h if k.count("/") == 2 and k.endswith("/gold_score")))
-    lines.append(f"  {'policy':<15}" + "".join(f"{c:>27}" for c in HEADLINE_COLUMNS))
-    lines += [f"  {TITLES.get(p, p):<15}" + "".join(f"{h[f'eval/{p}/{c}']:>27.4f}" if f"eval/{p}/{c}" in h else f"{'-':>27}"
-                                     for c in HEADLINE_COLUMNS) for p in policies]
+    policies = [p for p in TITLES if f"eval/{p}/gold_score" in h]
+    lines.append(f"  {'policy':<16}" + "".join(f"{t:>13}" for t in HEADLINE_COLUMNS.values()))
+    lines += [f"  {TITLES[p]:<16}" + "".join(f"{h[f'eval/{p}/{c}']:>13.4f}" if f"eval/{p}/{c}" in h else f"{'-':>13}"
+                                   for c in HEADLINE_COLUMNS) for p in policies]
     if result.get("promotion"):
         lines += ["", result["promotion"]]
     lines += ["", f"MLflow parent run: {result['parent_run_id']} (experiment '{result['experiment']}')",
