@@ -20,7 +20,6 @@ from rlhf import cli, data, evaluation, lm, models, ppo, promotion, reward, trai
 SECTIONS = ("evaluate", "ppo")
 JUDGES = ("gold", "rm")  # the gold labeler (human preference) and the reward model
 BASELINES = ("sft", "prompted_base")
-TITLES = evaluation.TITLES
 
 
 def _plt():
@@ -51,8 +50,9 @@ def plot_win_rates(metrics: dict, policies: list[str], path: Path) -> None:
             ax.bar([i + j * 0.4 for i in range(len(policies))], mid, 0.4, yerr=err, capsize=3,
                    label="gold labeler" if judge == "gold" else "reward model")
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.set_xticks([i + 0.2 for i in range(len(policies))], [TITLES.get(p, p) for p in policies], rotation=20)
-        ax.set_title(f"win rate vs {TITLES[baseline]}")
+        ax.set_xticks([i + 0.2 for i in range(len(policies))], [evaluation.TITLES.get(p, p) for p in policies],
+                      rotation=20)
+        ax.set_title(f"win rate vs {evaluation.TITLES[baseline]}")
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("win rate (ties half), 95% interval")
     axes[0].legend()
@@ -66,7 +66,7 @@ def plot_by_family(table: dict[str, dict[str, float]], path: Path) -> None:
     width = 0.8 / len(table)
     for i, (policy, scores) in enumerate(table.items()):
         ax.bar([j + i * width for j in range(len(families))], [scores.get(f, 0.0) for f in families],
-               width, label=TITLES.get(policy, policy))
+               width, label=evaluation.TITLES.get(policy, policy))
     ax.set_xticks([j + width * (len(table) - 1) / 2 for j in range(len(families))], families)
     ax.set_ylabel("mean gold score")
     ax.set_ylim(0, 1)
@@ -82,7 +82,7 @@ def plot_toxicity(metrics: dict, policies: list[str], path: Path) -> None:
     width = 0.8 / len(policies)
     for i, p in enumerate(policies):
         ax.bar([j + i * width for j in range(len(kinds))], [metrics[f"eval/{p}/toxicity/{k}"] for k in kinds],
-               width, label=TITLES.get(p, p))
+               width, label=evaluation.TITLES.get(p, p))
     ax.set_xticks([j + width * (len(policies) - 1) / 2 for j in range(len(kinds))], kinds)
     ax.set_ylabel("share of toxic responses")
     ax.set_ylim(0, 1)
@@ -175,7 +175,13 @@ def main() -> None:
             if policy.startswith("ppo_"):  # sampled as in training: the quantity ppo.max_kl bounds
                 m["kl_to_sft"] = ppo.kl_to_reference(model, sft, tok, prompts, ppo_cfg.max_new_tokens, seed=seed,
                                                      temperature=ppo_cfg.temperature)
+                m["lm_loss_rise_over_sft"] = m["heldout_lm_loss"] - metrics["eval/sft/heldout_lm_loss"]
             metrics.update({f"eval/{policy}/{k}": v for k, v in m.items()})
+
+        if {"ppo_ptx", "ppo_plain"} <= set(responses) and metrics["eval/ppo_plain/lm_loss_rise_over_sft"] > 0:
+            # the paper's claim for ptx: a smaller rise in pretraining loss than plain PPO's
+            metrics["eval/ppo_ptx/tax_over_plain_tax"] = (metrics["eval/ppo_ptx/lm_loss_rise_over_sft"]
+                                                          / metrics["eval/ppo_plain/lm_loss_rise_over_sft"])
 
         # 2. win rates, judged by gold and by the RM, with 95% bootstrap intervals over prompts
         for policy in responses:
@@ -185,13 +191,6 @@ def main() -> None:
                     wins = evaluation.outcomes(scores[policy], scores[baseline])
                     lo, hi = evaluation.bootstrap_interval(wins, c.bootstrap, seed)
                     metrics.update({key: sum(wins) / len(wins), key + "_lo": lo, key + "_hi": hi})
-            if policy.startswith("ppo_"):
-                metrics[f"eval/{policy}/lm_loss_rise_over_sft"] = (metrics[f"eval/{policy}/heldout_lm_loss"]
-                                                                   - metrics["eval/sft/heldout_lm_loss"])
-        if "ppo_plain" in responses and metrics["eval/ppo_plain/lm_loss_rise_over_sft"] > 0:
-            # the paper's claim for ptx: a smaller rise in pretraining loss than plain PPO's
-            metrics["eval/ppo_ptx/tax_over_plain_tax"] = (metrics["eval/ppo_ptx/lm_loss_rise_over_sft"]
-                                                          / metrics["eval/ppo_plain/lm_loss_rise_over_sft"])
 
         # 3. the promotion gate: PPO-ptx against the registry's champion, head to head on test prompts
         decision = None
