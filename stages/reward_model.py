@@ -1,7 +1,8 @@
 """Stage reward_model: the SFT trunk with a scalar head, trained on K-way rankings (a prompt with its
 K ranked responses is one batch element, all K in one forward pass, the loss averaged over its
 C(K,2) pairs); then a bias shift so that demonstrations score mean 0, stored in the weights; then
-validation accuracy against the labeler's ranks, against gold, per K, and a calibration plot."""
+validation accuracy against the labeler's ranks, against gold, per K, and a calibration plot, beside
+two yardsticks scored on the same pairs (response length; the SFT model's log-likelihood)."""
 
 import csv
 import math
@@ -61,6 +62,11 @@ def main() -> None:
         metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/train_prompts": len(tr),
                    "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
                    **reward.validation_metrics(val_rewards, ranks, gold)}
+        # 3. yardsticks on the same pairs: response length, and the SFT model's own likelihood
+        sft_lm = models.load_causal_lm(args.sft).to(next(model.parameters()).device)
+        metrics.update(reward.baseline_metrics(sft_lm, tokenizer, list(va.prompt),
+                                               [list(r) for r in va.responses], ranks, gold))
+        del sft_lm
         rows = reward.calibration(val_rewards, ranks)
         args.calibration.parent.mkdir(parents=True, exist_ok=True)
         with args.calibration.open("w", newline="") as f:

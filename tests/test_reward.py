@@ -156,3 +156,44 @@ def test_calibration_bins():
 def test_validation_without_a_ranked_pair_is_an_error():
     with pytest.raises(ValueError, match="cannot be validated"):
         reward.validation_metrics([[0.1, 0.2]], [[0, 0]], [[0.5, 0.5]])
+
+
+def test_a_reward_tie_counts_as_given():
+    rewards, ranks = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[0, 1, 2]])  # pairs: tie, right, right
+    from rlhf.losses import pairwise_counts
+
+    assert [float(x) for x in pairwise_counts(rewards, ranks)] == [2.0, 3.0]
+    assert [float(x) for x in pairwise_counts(rewards, ranks, tie_credit=0.5)] == [2.5, 3.0]
+
+
+def test_response_logprobs_match_a_one_by_one_computation():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhf import lm
+
+    tok = models.train_tokenizer(["What is 2 plus 2? 4 5 four apple pear red cat"] * 20, 300)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                                       pad_token_id=tok.pad_token_id)).eval()
+    prompts, responses = ["What is 2 plus 2?", "Name a fruit please"], ["4", "apple pear red cat"]
+    got = lm.response_logprobs(model, tok, prompts, responses)  # one left-padded batch
+    for p, r, g in zip(prompts, responses, got):
+        prompt_ids = tok(models.format_prompt(p), add_special_tokens=False)["input_ids"]
+        response_ids = tok(" " + r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad():
+            logp = model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0].log_softmax(-1)
+        want = sum(logp[len(prompt_ids) + i - 1, t].item() for i, t in enumerate(response_ids))
+        assert g == pytest.approx(want, abs=1e-4)
+
+
+def test_baselines_rank_by_length_and_by_the_sft_models_likelihood(monkeypatch):
+    from rlhf import lm
+
+    # the stand-in SFT likes "b" responses: the log-prob baseline orders by that, length by words
+    monkeypatch.setattr(lm, "response_logprobs", lambda m, t, ps, rs: [-1.0 if "b" in r else -5.0 for r in rs])
+    responses = [["a a a", "b"], ["b b", "a", "a"]]
+    ranks, gold = [[1, 0], [0, 1, 1]], [[0.1, 0.9], [1.0, 0.5, 0.5]]
+    m = reward.baseline_metrics(None, None, ["p", "q"], responses, ranks, gold)
+    assert m["rm/baseline/sft_logprob/val_accuracy"] == 1.0 and m["rm/baseline/sft_logprob/val_accuracy_gold"] == 1.0
+    assert m["rm/baseline/length/val_accuracy"] == pytest.approx(2 / 3)  # pair 1 wrong, prompt 2 right twice
+    assert set(m) == {f"rm/baseline/{n}/{k}" for n in reward.BASELINES for k in ("val_accuracy", "val_accuracy_gold")}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.losses import IGNORE, masked_lm_loss
+from rlhf.data import collate, encode_pairs
+from rlhf.losses import IGNORE, gather_logprobs, masked_lm_loss
+from rlhf.models import max_positions
 
 
 def lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -37,3 +39,25 @@ def mean_lm_loss(model, batches: list[dict]) -> float:
         tokens += n
     model.train(was_training)
     return total / max(1, tokens)
+
+
+@torch.no_grad()
+def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
+    """log p(response + EOS | prompt) under a causal LM, in the layout SFT trains on
+    (`data.encode_pairs`: the template, the response, EOS): the sum over the response's tokens."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    examples = encode_pairs(tokenizer, prompts, responses, max_positions(model))
+    out: list[float] = []
+    for i in range(0, len(examples), batch_size):
+        b = collate(examples[i:i + batch_size], tokenizer.pad_token_id, left=True)
+        ids, labels = b["input_ids"].to(device), b["labels"][:, 1:].to(device)
+        mask = b["attention_mask"].to(device)
+        logits = model(input_ids=ids, attention_mask=mask,
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, :-1]
+        scored = labels != IGNORE
+        lp = gather_logprobs(logits, labels.clamp(min=0))
+        out.extend(lp.masked_fill(~scored, 0.0).sum(-1).tolist())
+    model.train(was_training)
+    return out

@@ -102,13 +102,17 @@ def kway_ranking_loss(rewards: torch.Tensor, ranks: torch.Tensor, mask: torch.Te
     return (pair_loss.sum((1, 2))[has] / n_pairs[has]).mean()
 
 
-def pairwise_counts(rewards: torch.Tensor, ranks: torch.Tensor,
-                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pairwise_counts(rewards: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor | None = None,
+                    tie_credit: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ranked pairs the rewards order the same way as the ranking, ranked pairs); a reward tie
-    counts as wrong."""
+    counts `tie_credit` of a pair: 0 (wrong) for a trained model, 0.5 for a coarse score such
+    as a length that ties often and has no reason to prefer either side."""
     diff = rewards.unsqueeze(2) - rewards.unsqueeze(1)
     better = ranked_pairs(ranks, mask)
-    return ((diff > 0) & better).sum(), better.sum()
+    correct = ((diff > 0) & better).sum()
+    if tie_credit:
+        correct = correct + tie_credit * ((diff == 0) & better).sum()
+    return correct, better.sum()
 
 
 def pairwise_accuracy(rewards: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

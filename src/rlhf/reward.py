@@ -8,12 +8,13 @@ mask that is False on the slots of prompts with fewer responses.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import torch
 
-from rlhf import data
+from rlhf import data, lm
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.models import max_positions
@@ -174,37 +175,62 @@ def center_on(model, tokenizer, prompts: list[str], responses: list[str], check:
 
 # -- validation figures ------------------------------------------------------------------------------
 
-def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]]) -> tuple[int, int]:
-    """(pairs ordered as ranked, ranked pairs) over groups; tied ranks give no pair."""
+def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]],
+                    tie_credit: float = 0.0) -> tuple[float, int]:
+    """(pairs ordered as ranked, ranked pairs) over groups; tied ranks give no pair, tied rewards
+    count `tie_credit` of a pair (see losses.pairwise_counts)."""
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
-    correct, total = pairwise_counts(r, k, mask)
-    return int(correct), int(total)
+    correct, total = pairwise_counts(r, k, mask, tie_credit)
+    return float(correct), int(total)
 
 
 def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
-                       gold: list[list[float] | None]) -> dict[str, float]:
+                       gold: list[list[float] | None], tie_credit: float = 0.0) -> dict[str, float]:
     """`rm/val_accuracy` against the ranks, `rm/val_accuracy_gold` against the gold ordering (pairs
     with equal gold left out; only groups with gold scores), `rm/val_accuracy/k<K>` per K, and the
     val loss."""
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
-    agree, total = accuracy_counts(rewards_, ranks)
+    agree, total = accuracy_counts(rewards_, ranks, tie_credit)
     if total == 0:
         raise ValueError("no two validation responses are ranked apart: the reward model cannot be validated")
     out = {"rm/val_loss": kway_ranking_loss(r, k, mask).item(), "rm/val_accuracy": agree / total,
            "rm/val_pairs": total}
     with_gold = [(x, competition_ranks(g)) for x, g in zip(rewards_, gold) if g is not None]
     if with_gold:
-        agree, total = accuracy_counts([x for x, _ in with_gold], [g for _, g in with_gold])
+        agree, total = accuracy_counts([x for x, _ in with_gold], [g for _, g in with_gold], tie_credit)
         if total:
             out["rm/val_accuracy_gold"] = agree / total
             out["rm/val_gold_pairs"] = total
     for size in sorted({len(x) for x in rewards_}):
         agree, total = accuracy_counts([x for x in rewards_ if len(x) == size],
-                                       [y for x, y in zip(rewards_, ranks) if len(x) == size])
+                                       [y for x, y in zip(rewards_, ranks) if len(x) == size], tie_credit)
         if total:
             out[f"rm/val_accuracy/k{size}"] = agree / total
+    return out
+
+
+BASELINES = ("length", "sft_logprob")
+
+
+def baseline_metrics(sft_lm, tokenizer, prompts: list[str], responses: list[list[str]], ranks: list[list[int]],
+                     gold: list[list[float] | None]) -> dict[str, float]:
+    """Two reference rankers on the validation groups the RM is judged on, to read its accuracy
+    against: `length` (more words ranks higher) and `sft_logprob` (the SFT model's log p(response |
+    prompt): how much of the ordering the model the RM starts from already holds, which the RM
+    must learn to read out through its scalar head). A tie between two responses counts half.
+    Keys `rm/baseline/<name>/val_accuracy` and `.../val_accuracy_gold`."""
+    flat = lm.response_logprobs(sft_lm, tokenizer, [p for p, rs in zip(prompts, responses) for _ in rs],
+                                [r for rs in responses for r in rs])
+    cuts = list(itertools.accumulate(len(rs) for rs in responses))
+    scores = {"length": [[float(len(r.split())) for r in rs] for rs in responses],
+              "sft_logprob": [flat[end - len(rs):end] for rs, end in zip(responses, cuts)]}
+    out = {}
+    for name in BASELINES:
+        m = validation_metrics(scores[name], ranks, gold, tie_credit=0.5)
+        out.update({f"rm/baseline/{name}/{key[3:]}": m[key]
+                    for key in ("rm/val_accuracy", "rm/val_accuracy_gold") if key in m})
     return out
 
 
