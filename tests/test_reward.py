@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf import models, reward
-from rlhf.losses import kway_ranking_loss, pairwise_accuracy
+from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 
 
 def explicit_loss(rewards: list[torch.Tensor], ranks: list[list[int]]) -> torch.Tensor:
@@ -160,8 +160,6 @@ def test_validation_without_a_ranked_pair_is_an_error():
 
 def test_a_reward_tie_counts_as_given():
     rewards, ranks = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[0, 1, 2]])  # pairs: tie, right, right
-    from rlhf.losses import pairwise_counts
-
     assert [float(x) for x in pairwise_counts(rewards, ranks)] == [2.0, 3.0]
     assert [float(x) for x in pairwise_counts(rewards, ranks, tie_credit=0.5)] == [2.5, 3.0]
 

@@ -9,14 +9,11 @@ from rlhf.losses import IGNORE, gather_logprobs, masked_lm_loss
 from rlhf.models import max_positions
 
 
-def lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Next-token loss on the tokens that carry labels (all of them for pretraining, the
-    response only for SFT: prompt tokens are IGNORE).
-
-    The LM head runs only from the first position whose next token carries a label to the end
-    (`logits_to_keep`): on left-padded SFT batches (data.collate(left=True)) that is the response
-    span, a fraction of the sequence, and the loss is the same as with every logit computed.
-    Positions are counted from each row's first real token, so left and right padding agree."""
+def labelled_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) from the first position whose next token carries a label to the end: on
+    left-padded SFT batches (data.collate(left=True)) that is the response span, a fraction of the
+    sequence, so the LM head runs there only (`logits_to_keep`). Positions are counted from each
+    row's first real token, so left and right padding agree."""
     device = next(model.parameters()).device
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     labels = batch["labels"].to(device)
@@ -24,7 +21,14 @@ def lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
     first = int(labelled[0]) if len(labelled) else 0  # the first position whose logits carry a loss
     logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                    logits_to_keep=ids.shape[1] - first).logits
-    return masked_lm_loss(logits, labels[:, first:]), {}
+    return logits, labels[:, first:]
+
+
+def lm_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
+    """Next-token loss on the tokens that carry labels (all of them for pretraining, the
+    response only for SFT: prompt tokens are IGNORE); the same loss as with every logit computed
+    (see `labelled_logits`)."""
+    return masked_lm_loss(*labelled_logits(model, batch)), {}
 
 
 @torch.no_grad()
@@ -47,17 +51,12 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
     (`data.encode_pairs`: the template, the response, EOS): the sum over the response's tokens."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     examples = encode_pairs(tokenizer, prompts, responses, max_positions(model))
     out: list[float] = []
     for i in range(0, len(examples), batch_size):
-        b = collate(examples[i:i + batch_size], tokenizer.pad_token_id, left=True)
-        ids, labels = b["input_ids"].to(device), b["labels"][:, 1:].to(device)
-        mask = b["attention_mask"].to(device)
-        logits = model(input_ids=ids, attention_mask=mask,
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, :-1]
-        scored = labels != IGNORE
-        lp = gather_logprobs(logits, labels.clamp(min=0))
-        out.extend(lp.masked_fill(~scored, 0.0).sum(-1).tolist())
+        logits, labels = labelled_logits(model, collate(examples[i:i + batch_size], tokenizer.pad_token_id, left=True))
+        targets = labels[:, 1:]
+        lp = gather_logprobs(logits[:, :-1], targets.clamp(min=0))
+        out.extend(lp.masked_fill(targets == IGNORE, 0.0).sum(-1).tolist())
     model.train(was_training)
     return out
