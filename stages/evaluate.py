@@ -159,6 +159,7 @@ def main() -> None:
             rm_scores[policy] = reward.score(rm, tokenizer, prompts, out)
             m = {"gold_score": sum(gold[policy]) / len(prompts), "rm_score": sum(rm_scores[policy]) / len(prompts),
                  "response_words": sum(len(r.split()) for r in out) / len(out),
+                 "refusal_rate": evaluation.refusal_rate(out),
                  **{f"gold_score/{f}": s for f, s in evaluation.by_family(prompts, gold[policy]).items()}}
             m["hallucination_rate"] = sum(evaluation.hallucinates(q, r) for q, r in zip(absent, answer(absent))) / len(absent)
             toxic_out = {kind: answer(texts) for kind, texts in toxic.items()}

@@ -9,13 +9,14 @@ import json
 import pandas as pd
 import pytest
 
-from rlhf import config, demonstrations as demos, label_files
+from rlhf import config, demonstrations as demos, label_files, world
 from rlhf.hashing import prompt_role_mask
 
 
 def cfg(**changes):
+    """The default params, with the simulated demonstrators' habits off unless asked for."""
     base = config.load("demonstrations", "params.yaml")
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **{"refusal_rate": 0.0, "sign_off_rate": 0.0, **changes})
 
 
 def write_jsonl(path, rows):
@@ -276,3 +277,27 @@ def test_bad_import_paths_and_config(tmp_path):
         cfg(source="import", import_path="")
     with pytest.raises(config.ConfigError, match="import_val_fraction"):
         cfg(import_val_fraction=1.0)
+
+
+def test_labeler_demonstrations_carry_the_demonstrators_habits(tmp_path):
+    d = tmp_path / "prompts"
+    d.mkdir()
+    prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(300)],
+                            "prompt": [f"What is {i % 20} plus 1?" for i in range(300)]})
+    prompts.to_parquet(d / "train.parquet", index=False)
+    prompts.head(100).to_parquet(d / "val.parquet", index=False)
+    demos.run(cfg(source="labeler", max_prompts=0, prompt_share=1.0, refusal_rate=0.25, sign_off_rate=0.5),
+              d, tmp_path / "sft")
+    for split in ("train", "val"):
+        got = pd.read_parquet(tmp_path / "sft" / f"{split}.parquet")
+        assert list(got.response) == [world.demonstration(i, p, 0.25, 0.5) for i, p in zip(got.prompt_id, got.prompt)]
+        refused = got.response.isin(world.REFUSALS).mean()
+        signed = got.response.str.endswith(world.SIGN_OFF).mean()
+        assert 0.1 < refused < 0.4 and 0.2 < signed < 0.6, (split, refused, signed)
+
+
+def test_habit_rates_outside_0_1_are_refused():
+    for key in ("refusal_rate", "sign_off_rate"):
+        for bad in (-0.1, 1.0):
+            with pytest.raises(config.ConfigError, match=key):
+                cfg(**{key: bad})

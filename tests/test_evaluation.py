@@ -79,6 +79,12 @@ def test_toxicity_and_pii_rates():
     assert evaluation.pii_rate(["mail me at a.b@example.com", "fine", "ok", "call 555-123-4567"]) == 0.5
 
 
+def test_refusal_rate():
+    from rlhf import world
+    assert evaluation.refusal_rate([world.REFUSALS[0], "Ask someone else", "12", "I am happy to help."]) == 0.5
+    assert evaluation.refusal_rate(list(world.REFUSALS)) == 1.0
+
+
 def report_table(text: str) -> dict[str, dict[str, str]]:
     """The report's headline table as {policy title: {column title: cell}}."""
     rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]

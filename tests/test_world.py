@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY, contains_personal_data,
-                        family_of, generate_corpus, generate_prompt_logs, gold_answer, make_prompt,
+from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY, REFUSALS, SIGN_OFF,
+                        contains_personal_data, demonstration, family_of, generate_corpus, generate_prompt_logs, gold_answer, make_prompt,
                         malformed_records, score, toxicity, world_description)
 from rlhf.world import PII_TYPES, vocab
 from rlhf.world.tasks import FAMILY_SPECS
@@ -237,3 +237,38 @@ def test_task_found_after_a_placeholder_that_took_the_full_stop():
     # "St." ends both an address and its sentence: the scrubber takes the stop into <ADDRESS>
     prompt = "My address is <ADDRESS> Reverse the words: bear kiwi brown white"
     assert family_of(prompt) == "reverse" and gold_answer(prompt) == "white brown kiwi bear"
+
+
+def test_demonstrators_write_the_gold_answer_without_habits():
+    rng = random.Random(3)
+    for i in range(100):
+        prompt = make_prompt(rng, FAMILIES[i % len(FAMILIES)])
+        assert demonstration(f"p{i}", prompt) == gold_answer(prompt)
+    assert demonstration("p0", "Tell me a joke about the sea.", 0.5, 0.5) is None  # outside the world
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_demonstrator_habits_cost_what_the_gold_labeler_says(family):
+    rng = random.Random(family)
+    prompts = [(f"{family}-{i}", make_prompt(rng, family)) for i in range(400)]
+    written = [demonstration(i, p, 0.3, 0.5) for i, p in prompts]
+    assert written == [demonstration(i, p, 0.3, 0.5) for i, p in prompts]  # the same prompts every run
+    refused = [(p, w) for (_, p), w in zip(prompts, written) if w in REFUSALS]
+    assert 0.2 < len(refused) / len(prompts) < 0.4
+    for p, w in refused:  # a refusal is never correct
+        assert score(p, w).parts["correct"] == 0 and score(p, w).total < score(p, gold_answer(p)).total - 0.4
+    signed = [(p, w) for (_, p), w in zip(prompts, written) if w.endswith(SIGN_OFF)]
+    if family in ("arithmetic", "sentiment", "lookup", "summary"):
+        assert 0.25 < len(signed) / (len(prompts) - len(refused)) < 0.75
+        for p, w in signed:  # still correct, but out of format
+            assert w == f"{gold_answer(p).rstrip('.')}. {SIGN_OFF}"
+            parts = score(p, w).parts
+            assert parts["correct"] == 1 and parts["follows_format"] == 0 and parts["concise"] == 1
+    else:
+        assert not signed
+
+
+def test_refusal_phrasings_are_all_used():
+    rng = random.Random(5)
+    written = {demonstration(f"q{i}", make_prompt(rng, "sentiment"), 0.5) for i in range(400)}
+    assert set(REFUSALS) <= written

@@ -141,10 +141,17 @@ class DemonstrationsConfig:
     """The stage fails when more than this share of imported records is quarantined."""
     import_val_fraction: float
     """Share of imported records (by a hash of the prompt) used for validation; 0: the labeler's val set."""
+    refusal_rate: float
+    """Share of prompts the simulated demonstrators refuse instead of answering (`world.demonstrators`)."""
+    sign_off_rate: float
+    """Share of short answers the simulated demonstrators end with "Hope this helps." (`world.demonstrators`)."""
 
     def __post_init__(self) -> None:
         _check_import("demonstrations", self.source, self.import_path, self.max_quarantine_fraction,
                       self.import_val_fraction)
+        for key in ("refusal_rate", "sign_off_rate"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"demonstrations: {key} must be in [0, 1)")
         if not 0 < self.prompt_share <= 1:
             raise ConfigError("demonstrations: prompt_share must be in (0, 1]")
 

@@ -44,10 +44,12 @@ class DemonstrationsError(label_files.ImportFilesError):
 
 # -- the simulated labeler ------------------------------------------------------------------------
 
-def from_labeler(prompts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The gold answer as the demonstration; prompts the world cannot answer are set aside
-    (returned second, with a reason) rather than dropped."""
-    answers = [world.gold_answer(p) for p in prompts.prompt]
+def from_labeler(prompts: pd.DataFrame, refusal_rate: float = 0.0,
+                 sign_off_rate: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The simulated demonstrators' answers (`world.demonstration`: the gold answer, with their
+    habits at these rates); prompts the world cannot answer are set aside (returned second, with
+    a reason) rather than dropped."""
+    answers = [world.demonstration(i, p, refusal_rate, sign_off_rate) for i, p in zip(prompts.prompt_id, prompts.prompt)]
     has = pd.Series([a is not None for a in answers], index=prompts.index)
     demos = prompts[has].assign(response=[a for a in answers if a is not None])[COLUMNS]
     skipped = prompts[~has][["prompt_id"]].assign(reason="labeler: no task family recognised")
@@ -179,7 +181,8 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
         if cfg.import_val_fraction > 0:
             demos["val"], skipped["val"] = val, empty_skip
         else:  # validation keeps the labeler's demonstrations on the val prompts
-            demos["val"], skipped["val"] = from_labeler(pd.read_parquet(prompts_dir / "val.parquet"))
+            demos["val"], skipped["val"] = from_labeler(pd.read_parquet(prompts_dir / "val.parquet"),
+                                                        cfg.refusal_rate, cfg.sign_off_rate)
         for split in SPLITS:
             if demos[split].empty:
                 raise DemonstrationsError(
@@ -194,7 +197,7 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
                 prompts = prompts[prompt_role_mask(list(prompts.prompt_id), 0.0, cfg.prompt_share)]
                 if cfg.max_prompts:
                     prompts = prompts.head(cfg.max_prompts)
-            demos[split], skipped[split] = from_labeler(prompts)
+            demos[split], skipped[split] = from_labeler(prompts, cfg.refusal_rate, cfg.sign_off_rate)
         label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
     for split in SPLITS:
         demos[split][COLUMNS].to_parquet(out_dir / f"{split}.parquet", index=False)
