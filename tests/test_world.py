@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY, REFUSALS, SIGN_OFF,
-                        contains_personal_data, demonstration, family_of, generate_corpus, generate_prompt_logs, gold_answer, make_prompt,
-                        malformed_records, score, toxicity, world_description)
+                        contains_personal_data, demonstration, family_of, generate_corpus, generate_prompt_logs,
+                        gold_answer, make_prompt, malformed_records, score, toxicity, world_description)
 from rlhf.world import PII_TYPES, vocab
 from rlhf.world.tasks import FAMILY_SPECS
 

@@ -49,7 +49,8 @@ def from_labeler(prompts: pd.DataFrame, refusal_rate: float = 0.0,
     """The simulated demonstrators' answers (`world.demonstration`: the gold answer, with their
     habits at these rates); prompts the world cannot answer are set aside (returned second, with
     a reason) rather than dropped."""
-    answers = [world.demonstration(i, p, refusal_rate, sign_off_rate) for i, p in zip(prompts.prompt_id, prompts.prompt)]
+    answers = [world.demonstration(i, p, refusal_rate, sign_off_rate)
+               for i, p in zip(prompts.prompt_id, prompts.prompt)]
     has = pd.Series([a is not None for a in answers], index=prompts.index)
     demos = prompts[has].assign(response=[a for a in answers if a is not None])[COLUMNS]
     skipped = prompts[~has][["prompt_id"]].assign(reason="labeler: no task family recognised")

@@ -12,7 +12,6 @@ from .tasks import (ABSENT_ANSWER, FAMILIES, FAMILY_SPECS, POLITE_REPLY, Family,
 __all__ = [
     "ABSENT_ANSWER", "FAMILIES", "FAMILY_SPECS", "Family", "MALFORMED_CLASSES", "PII_GENERATORS", "PII_TYPES",
     "PLACEHOLDERS", "POLITE_REPLY", "REFUSALS", "SIGN_OFF", "Score", "contains_personal_data", "demonstration",
-    "family_of", "generate_corpus",
-    "generate_prompt_logs", "gold_answer", "iter_prompt_logs", "make_prompt", "make_prompt_spans",
-    "malformed_records", "parse_prompt", "plant", "score", "toxicity", "world_description",
+    "family_of", "generate_corpus", "generate_prompt_logs", "gold_answer", "iter_prompt_logs", "make_prompt",
+    "make_prompt_spans", "malformed_records", "parse_prompt", "plant", "score", "toxicity", "world_description",
 ]
