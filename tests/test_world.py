@@ -12,6 +12,7 @@ from rlhf.world import (ABSENT_ANSWER, FAMILIES, MALFORMED_CLASSES, POLITE_REPLY
                         contains_personal_data, demonstration, family_of, generate_corpus, generate_prompt_logs,
                         gold_answer, make_prompt, malformed_records, score, toxicity, world_description)
 from rlhf.world import PII_TYPES, vocab
+from rlhf.world.demonstrators import SIGN_OFF_FAMILIES
 from rlhf.world.tasks import FAMILY_SPECS
 
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -258,7 +259,7 @@ def test_demonstrator_habits_cost_what_the_gold_labeler_says(family):
     for p, w in refused:  # a refusal is never correct
         assert score(p, w).parts["correct"] == 0 and score(p, w).total < score(p, gold_answer(p)).total - 0.4
     signed = [(p, w) for (_, p), w in zip(prompts, written) if w.endswith(SIGN_OFF)]
-    if family in ("arithmetic", "sentiment", "lookup", "summary"):
+    if family in SIGN_OFF_FAMILIES:
         assert 0.25 < len(signed) / (len(prompts) - len(refused)) < 0.75
         for p, w in signed:  # still correct, but out of format
             assert w == f"{gold_answer(p).rstrip('.')}. {SIGN_OFF}"

@@ -148,11 +148,17 @@ def pii_rate(responses: list[str]) -> float:
     return sum(world.contains_personal_data(r) for r in responses) / len(responses)
 
 
+def _opening(text: str) -> tuple[str, ...]:
+    return tuple(text.lower().split()[:2])
+
+
+_REFUSAL_OPENINGS = frozenset(_opening(r) for r in world.REFUSALS)
+
+
 def refusal_rate(responses: list[str]) -> float:
     """Share of responses that open with the first two words of one of the simulated demonstrators'
     refusals (`world.REFUSALS`): the habit SFT imitates and the RM and PPO should remove."""
-    starts = {tuple(r.lower().split()[:2]) for r in world.REFUSALS}
-    return sum(tuple(r.lower().split()[:2]) in starts for r in responses) / len(responses)
+    return sum(_opening(r) in _REFUSAL_OPENINGS for r in responses) / len(responses)
 
 
 # -- the report: every figure read from the metrics -----------------------------------------------------

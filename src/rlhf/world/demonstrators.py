@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from rlhf.hashing import unit_hash
 
-from .tasks import family_of, gold_answer
+from .tasks import FAMILY_SPECS, parse_prompt
 
 # Eight phrasings, each with its own first word: demonstrators refuse in their own words, so that no
 # one refusal is more likely than a confident answer's first word.
@@ -32,12 +32,14 @@ def demonstration(prompt_id: str, prompt: str, refusal_rate: float = 0.0, sign_o
     outside this world: the gold answer, a refusal (share `refusal_rate` of prompts, phrasings
     equally often), or the gold answer signed off (share `sign_off_rate` of the other prompts of
     SIGN_OFF_FAMILIES)."""
-    answer = gold_answer(prompt)
-    if answer is None:
+    parsed = parse_prompt(prompt)  # once: the family and the gold answer both come from it
+    if parsed is None:
         return None
+    family, slots = parsed
+    answer = FAMILY_SPECS[family].gold(slots)
     u = unit_hash(prompt_id, REFUSAL_SALT)
     if u < refusal_rate:
         return REFUSALS[int(u / refusal_rate * len(REFUSALS))]
-    if family_of(prompt) in SIGN_OFF_FAMILIES and unit_hash(prompt_id, SIGN_OFF_SALT) < sign_off_rate:
+    if family in SIGN_OFF_FAMILIES and unit_hash(prompt_id, SIGN_OFF_SALT) < sign_off_rate:
         return f"{answer.rstrip('.')}. {SIGN_OFF}"
     return answer
