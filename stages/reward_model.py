@@ -1,8 +1,9 @@
 """Stage reward_model: the SFT trunk with a scalar head, trained on K-way rankings (a prompt with its
 K ranked responses is one batch element, all K in one forward pass, the loss averaged over its
 C(K,2) pairs); then a bias shift so that demonstrations score mean 0, stored in the weights; then
-validation accuracy against the labeler's ranks, against gold, per K, and a calibration plot, beside
-two yardsticks scored on the same pairs (response length; the SFT model's log-likelihood)."""
+validation accuracy against the labeler's ranks, against gold, per K, against gold per task family,
+and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
+model's log-likelihood)."""
 
 import csv
 import math
@@ -61,7 +62,7 @@ def main() -> None:
         ranks = [list(r) for r in va.ranks]
         metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/train_prompts": len(tr),
                    "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
-                   **reward.validation_metrics(val_rewards, ranks, gold)}
+                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt))}
         # 3. yardsticks on the same pairs: response length, and the SFT model's own likelihood
         sft_lm = models.load_causal_lm(args.sft).to(next(model.parameters()).device)
         metrics.update(reward.baseline_metrics(sft_lm, tokenizer, list(va.prompt),

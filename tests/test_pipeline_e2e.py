@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf import tracking, workspace
+from rlhf import tracking, workspace, world
 from test_evaluation import check_report_against_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,8 @@ def test_real_pipeline_end_to_end(tmp_path):
     rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
     assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    per_family = {k.rsplit("/", 1)[1] for k in rm_metrics if k.startswith("rm/val_accuracy_gold/")}
+    assert per_family and per_family <= {*world.FAMILIES, "other"}
     assert (root / "plots" / "reward_model" / "calibration.csv").read_text().startswith("bin_low,bin_high,predicted")
 
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]

@@ -145,6 +145,18 @@ def test_validation_metrics_by_ranks_gold_and_k():
     assert m["rm/val_accuracy/k2"] == 0.0 and m["rm/val_accuracy/k4"] == pytest.approx(10 / 11)
 
 
+def test_validation_gold_accuracy_per_task_family():
+    prompts = ["What is 2 plus 3?", "Reverse the words: red apple", "What is 4 plus 4?", "hello there", "?"]
+    rewards = [[1.0, 0.0], [0.0, 1.0, 2.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+    ranks = [[0, 1], [0, 1, 2], [0, 1], [0, 1], [0, 1]]
+    gold = [[1.0, 0.4], [1.0, 0.5, 0.5], [1.0, 0.4], [0.9, 0.1], None]  # the last prompt: imported, no gold
+    m = reward.validation_metrics(rewards, ranks, gold, prompts=prompts)
+    assert m["rm/val_accuracy_gold/arithmetic"] == 0.5   # one of its two gold pairs right
+    assert m["rm/val_accuracy_gold/reverse"] == 0.0      # two pairs, both wrong; the 0.5 tie gives none
+    assert m["rm/val_accuracy_gold/other"] == 1.0
+    assert not any(k.startswith("rm/val_accuracy_gold/") for k in reward.validation_metrics(rewards, ranks, gold))
+
+
 def test_calibration_bins():
     rows = reward.calibration([[2.0, 0.0], [0.0, 0.1], [0.0, 0.1]], [[0, 1], [0, 1], [1, 0]], bins=5)
     assert [r["pairs"] for r in rows] == [2, 1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf import data, lm
+from rlhf import data, lm, world
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.models import max_positions
@@ -186,10 +186,12 @@ def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]],
 
 
 def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
-                       gold: list[list[float] | None], tie_credit: float = 0.0) -> dict[str, float]:
+                       gold: list[list[float] | None], tie_credit: float = 0.0,
+                       prompts: list[str] | None = None) -> dict[str, float]:
     """`rm/val_accuracy` against the ranks, `rm/val_accuracy_gold` against the gold ordering (pairs
     with equal gold left out; only groups with gold scores), `rm/val_accuracy/k<K>` per K, and the
-    val loss."""
+    val loss. With `prompts`, also `rm/val_accuracy_gold/<family>` per task family of the world
+    (unrecognised prompts under 'other'): which kinds of answer the RM can judge."""
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
     agree, total = accuracy_counts(rewards_, ranks, tie_credit)
@@ -203,6 +205,15 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
         if total:
             out["rm/val_accuracy_gold"] = agree / total
             out["rm/val_gold_pairs"] = total
+    if prompts is not None:
+        families: dict[str, list] = {}
+        for p, x, g in zip(prompts, rewards_, gold):
+            if g is not None:
+                families.setdefault(world.family_of(p) or "other", []).append((x, competition_ranks(g)))
+        for family, groups in sorted(families.items()):
+            agree, total = accuracy_counts([x for x, _ in groups], [g for _, g in groups], tie_credit)
+            if total:
+                out[f"rm/val_accuracy_gold/{family}"] = agree / total
     for size in sorted({len(x) for x in rewards_}):
         agree, total = accuracy_counts([x for x in rewards_ if len(x) == size],
                                        [y for x, y in zip(rewards_, ranks) if len(x) == size], tie_credit)
