@@ -80,7 +80,6 @@ def test_toxicity_and_pii_rates():
 
 
 def test_refusal_rate():
-    from rlhf import world
     assert evaluation.refusal_rate([world.REFUSALS[0], "Ask someone else", "12", "I am happy to help."]) == 0.5
     assert evaluation.refusal_rate(list(world.REFUSALS)) == 1.0
 

@@ -199,21 +199,18 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
         raise ValueError("no two validation responses are ranked apart: the reward model cannot be validated")
     out = {"rm/val_loss": kway_ranking_loss(r, k, mask).item(), "rm/val_accuracy": agree / total,
            "rm/val_pairs": total}
-    with_gold = [(x, competition_ranks(g)) for x, g in zip(rewards_, gold) if g is not None]
-    if with_gold:
-        agree, total = accuracy_counts([x for x, _ in with_gold], [g for _, g in with_gold], tie_credit)
-        if total:
-            out["rm/val_accuracy_gold"] = agree / total
-            out["rm/val_gold_pairs"] = total
+    # groups with gold scores, as (index, rewards, gold ranks): overall, then per task family
+    with_gold = [(i, x, competition_ranks(g)) for i, (x, g) in enumerate(zip(rewards_, gold)) if g is not None]
+    subsets = {"rm/val_accuracy_gold": with_gold}
     if prompts is not None:
-        families: dict[str, list] = {}
-        for p, x, g in zip(prompts, rewards_, gold):
-            if g is not None:
-                families.setdefault(world.family_of(p) or "other", []).append((x, competition_ranks(g)))
-        for family, groups in sorted(families.items()):
-            agree, total = accuracy_counts([x for x, _ in groups], [g for _, g in groups], tie_credit)
-            if total:
-                out[f"rm/val_accuracy_gold/{family}"] = agree / total
+        for i, x, g in with_gold:
+            subsets.setdefault(f"rm/val_accuracy_gold/{world.family_of(prompts[i]) or 'other'}", []).append((i, x, g))
+    for key, groups in subsets.items():
+        agree, total = accuracy_counts([x for _, x, _ in groups], [g for _, _, g in groups], tie_credit)
+        if total:
+            out[key] = agree / total
+            if key == "rm/val_accuracy_gold":
+                out["rm/val_gold_pairs"] = total
     for size in sorted({len(x) for x in rewards_}):
         agree, total = accuracy_counts([x for x in rewards_ if len(x) == size],
                                        [y for x, y in zip(rewards_, ranks) if len(x) == size], tie_credit)
