@@ -85,8 +85,9 @@ def test_config_checks():
         cfg(target_agreement=0.5)
     with pytest.raises(config.ConfigError, match="labeler_noise"):
         cfg(labeler_noise=-1.0)
-    with pytest.raises(config.ConfigError, match="import_path is empty"):
-        cfg(source="import", import_path=" ")
+    for source in ("import", "labeler"):  # dvc.yaml depends on the path whatever the source
+        with pytest.raises(config.ConfigError, match="import_path is empty.*data/import/comparisons"):
+            cfg(source=source, import_path=" ")
     assert config.build(config.ComparisonsConfig, {**dataclasses.asdict(cfg()), "labeler_noise": 0.2},
                         "comparisons").labeler_noise == 0.2
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from rlhf import config
+from rlhf.workspace import scratch_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 # a foreach stage (ppo: one per ppo.variants entry) is checked on its template
@@ -86,3 +87,27 @@ def test_ppo_variants_are_stages_of_one_script():
 def test_dvc_validates_the_graph():
     out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--md"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def stage_deps(root: Path) -> dict[str, list[str]]:
+    """Each stage's deps as DVC resolves dvc.yaml against the params file of `root`."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {s.name: [d.def_path for d in s.deps] for s in repo.index.stages}
+
+
+def test_imported_files_are_dependencies_of_their_stage(tmp_path):
+    # the default import folders are in the repo (a clone has the deps), kept by their READMEs
+    for section in ("demonstrations", "comparisons"):
+        assert (ROOT / PARAMS[section]["import_path"] / "README.md").is_file()
+    deps = stage_deps(ROOT)
+    assert PARAMS["demonstrations"]["import_path"] in deps["demonstrations"]
+    assert PARAMS["comparisons"]["import_path"] in deps["comparisons"]
+    # a path named in params.yaml, outside the repo, is what the stage then depends on, and only it
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("")
+    repo = scratch_copy(ROOT, tmp_path / "repo", {"comparisons": {"import_path": str(mine), "source": "import"}})
+    deps = stage_deps(repo)
+    assert str(mine) in deps["comparisons"] and PARAMS["comparisons"]["import_path"] not in deps["comparisons"]
+    assert str(mine) not in deps["demonstrations"] and str(mine) not in deps["reward_model"]

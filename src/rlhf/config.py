@@ -132,7 +132,7 @@ class DemonstrationsConfig:
     source: Literal["labeler", "import"]
     """`labeler`: the simulated labeler writes them; `import`: read from `import_path`."""
     import_path: str
-    """File or folder of demonstrations (JSONL, JSON arrays, CSV, Parquet), read when `source` is `import`."""
+    """File or folder of demonstrations (JSONL, JSON, CSV, Parquet) read when `source` is `import`; a DVC dep either way."""
     prompt_share: float
     """Share of train prompts that are SFT prompts (hash of prompt_id in [0, share)); RM and PPO get the rest."""
     max_prompts: int
@@ -159,8 +159,11 @@ class DemonstrationsConfig:
 def _check_import(section: str, source: str, import_path: str, max_quarantine_fraction: float,
                   import_val_fraction: float) -> None:
     """The import keys that demonstrations and comparisons share."""
-    if source == "import" and not import_path.strip():
-        raise ConfigError(f"{section}: source is 'import' but import_path is empty")
+    if not import_path.strip():
+        # dvc.yaml lists import_path as a dependency of the stage whatever the source, and DVC
+        # cannot parse an empty one
+        raise ConfigError(f"{section}: import_path is empty; it must name a file or folder, which dvc.yaml "
+                          f"tracks as a dependency of the stage (the default: data/import/{section})")
     if not 0 <= max_quarantine_fraction <= 1:
         raise ConfigError(f"{section}: max_quarantine_fraction must be in [0, 1]")
     if not 0 <= import_val_fraction < 1:
@@ -218,7 +221,7 @@ class ComparisonsConfig:
     labeler_noise: float | Literal["auto"]
     """Std of the Gaussian noise added to gold scores before ranking; `auto`: calibrated to `target_agreement`."""
     import_path: str
-    """File or folder of rankings (JSONL, JSON arrays, CSV, Parquet), read when `source` is `import`."""
+    """File or folder of rankings (JSONL, JSON, CSV, Parquet) read when `source` is `import`; a DVC dep either way."""
     import_val_fraction: float
     """Share of imported rankings (by a hash of the prompt) used for validation; 0: the labeler ranks val prompts."""
     max_quarantine_fraction: float
