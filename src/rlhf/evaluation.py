@@ -16,11 +16,17 @@ def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
     return [world.score(p, r).total for p, r in zip(prompts, responses)]
 
 
+def family(prompt: str) -> str:
+    """The task family of `prompt`, 'other' for a prompt from outside this world: the key of every
+    per-family figure (here and in the reward model's validation)."""
+    return world.family_of(prompt) or "other"
+
+
 def by_family(prompts: list[str], scores: list[float]) -> dict[str, float]:
     """Mean score per task family (unrecognised prompts under 'other')."""
     groups: dict[str, list[float]] = defaultdict(list)
     for p, s in zip(prompts, scores):
-        groups[world.family_of(p) or "other"].append(s)
+        groups[family(p)].append(s)
     return {f: sum(v) / len(v) for f, v in sorted(groups.items())}
 
 

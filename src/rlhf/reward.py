@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf import data, lm, world
+from rlhf import data, evaluation, lm
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.models import max_positions
@@ -204,7 +204,7 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
     subsets = {"rm/val_accuracy_gold": with_gold}
     if prompts is not None:
         for i, x, g in with_gold:
-            subsets.setdefault(f"rm/val_accuracy_gold/{world.family_of(prompts[i]) or 'other'}", []).append((i, x, g))
+            subsets.setdefault(f"rm/val_accuracy_gold/{evaluation.family(prompts[i])}", []).append((i, x, g))
     for key, groups in subsets.items():
         agree, total = accuracy_counts([x for _, x, _ in groups], [g for _, _, g in groups], tie_credit)
         if total:
