@@ -77,16 +77,19 @@ def gold_agreement(gold: list[list[float]], ranks: list[list[int]]) -> tuple[int
     return agree, total
 
 
+def keep_probability(gap: float, noise: float) -> float:
+    """The probability that the labeler keeps the gold order of two responses whose gold scores
+    differ by `gap` > 0: each gets its own N(0, noise^2) draw, so Phi(gap / (noise * sqrt 2))."""
+    return 1.0 if noise == 0 else 0.5 * (1 + math.erf(gap / (2 * noise)))
+
+
 def expected_agreement(gold: list[list[float]], noise: float) -> float | None:
-    """The labeler's expected agreement with gold at noise std `noise`, exactly: a pair whose gold
-    scores differ by d keeps its order with probability Phi(d / (noise * sqrt 2)). None when no
-    pair has distinct gold scores."""
+    """The labeler's expected agreement with gold at noise std `noise`, exactly: the mean of
+    `keep_probability` over the pairs with distinct gold scores. None when there is no such pair."""
     diffs = [abs(g[i] - g[j]) for g in gold for i in range(len(g)) for j in range(i + 1, len(g)) if g[i] != g[j]]
     if not diffs:
         return None
-    if noise == 0:
-        return 1.0
-    return sum(0.5 * (1 + math.erf(d / (2 * noise))) for d in diffs) / len(diffs)
+    return sum(keep_probability(d, noise) for d in diffs) / len(diffs)
 
 
 def calibrate_noise(gold: list[list[float]], target: float, iters: int = 60) -> float:

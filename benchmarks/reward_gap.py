@@ -1,0 +1,213 @@
+"""Where the reward model loses agreement with the simulated labeler, on a finished pipeline run.
+
+    python benchmarks/reward_gap.py [--run DIR] [--probe-prompts 300]
+
+DIR is a project folder after `make run` (default: this repo) or the `repo` folder that
+`python benchmarks/pipeline.py --keep DIR` leaves. It reads models/rm, models/sft,
+data/comparisons/{train,val}.parquet and the labeler's noise std from metrics/comparisons.json, so it
+needs the embedded world's labeler (`comparisons.source: labeler`), and it trains nothing. It prints:
+
+1. The RM's accuracy against gold and against the labeler's val rankings, the labeler's own
+   agreement with gold (what a perfect gold ranker scores against the labeler) and issue 5's target,
+   that agreement minus 0.05.
+2. Agreement lost per task family. A pair whose gold scores differ by d keeps its gold order in the
+   labeler's ranking with probability l = Phi(d / (sigma sqrt 2)), so a ranker that inverts it loses
+   2l - 1 of expected agreement against a perfect gold ranker (l when it ties the pair). Summed per
+   family over all val pairs: the RM's shortfall from the ceiling, split where the labeler is sure
+   (l >= 0.9) and where it is not.
+3. A copy oracle: the RM's reward minus b per content word of the world (its colours, animals,
+   fruits, objects, adjectives, review nouns) in the response but not in the prompt, on the families
+   whose answers take their words from the prompt (reverse, summary, lookup): what the RM would score
+   if it could make that one check.
+4. A probe of the SFT trunk the RM starts from: logistic regression, per layer, from a response
+   token's hidden state to "this token occurs in the prompt", on tokens whose in-prompt rate is
+   between 0.15 and 0.85 (so that the token alone does not decide), with train and test split by
+   prompt; layer 0 (the embeddings) is the baseline.
+
+Figures, never a pass/fail. Prints a table, then as its last line one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from rlhf import comparisons, data, evaluation, models, reward  # noqa: E402
+from rlhf.world import vocab  # noqa: E402
+
+COPY_FAMILIES = ("reverse", "summary", "lookup")
+CONTENT_WORDS = frozenset(vocab.COLOURS + vocab.ANIMALS + vocab.FRUITS + vocab.OBJECTS + vocab.ADJECTIVES
+                          + vocab.REVIEW_NOUNS)
+ORACLE_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
+SURE = 0.9
+
+
+def inputs(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    needed = [run / "models" / "rm", run / "models" / "sft", run / "data" / "comparisons" / "val.parquet",
+              run / "data" / "comparisons" / "train.parquet", run / "metrics" / "comparisons.json"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        sys.exit(f"error: {run} has no finished pipeline run (missing {', '.join(missing)}): run `make run` "
+                 "there first, or pass --run DIR/repo after `python benchmarks/pipeline.py --keep DIR`")
+    noise = json.loads((run / "metrics" / "comparisons.json").read_text()).get("comparisons/labeler_noise")
+    val = pd.read_parquet(needed[2])
+    if noise is None or val.gold_scores.isna().any():
+        sys.exit(f"error: {needed[2]}: the rankings were imported (no gold scores or labeler noise); this "
+                 "benchmark reads the embedded world's simulated labeler")
+    return val, pd.read_parquet(needed[3]), float(noise)
+
+
+def gold_pairs(gold: list[float]):
+    """(better, worse, gap) for every pair with distinct gold scores."""
+    for i in range(len(gold)):
+        for j in range(len(gold)):
+            if gold[i] > gold[j]:
+                yield i, j, gold[i] - gold[j]
+
+
+def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) -> dict:
+    """Expected agreement with the labeler of a perfect gold ranker and of `rewards`, and where the
+    difference comes from, per family, sure and unsure pairs apart."""
+    n, ceiling, expected = 0, 0.0, 0.0
+    lost: dict[str, float] = defaultdict(float)
+    for prompt, gold, r in zip(val.prompt, val.gold_scores, rewards):
+        fam = evaluation.family(prompt)
+        for i, j, gap in gold_pairs(list(gold)):
+            keep = comparisons.keep_probability(gap, noise)
+            got = keep if r[i] > r[j] else (1 - keep if r[i] < r[j] else 0.0)
+            n += 1
+            ceiling += keep
+            expected += got
+            lost[f"{fam}/{'sure' if keep >= SURE else 'unsure'}"] += keep - got
+    return {"pairs": n, "ceiling": ceiling / n, "expected": expected / n,
+            "lost": {k: v / n for k, v in sorted(lost.items(), key=lambda kv: -kv[1])}}
+
+
+def content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower())) & CONTENT_WORDS
+
+
+def copy_oracle(val: pd.DataFrame, rewards: list[list[float]], weight: float) -> dict[str, float]:
+    adjusted = []
+    for prompt, responses, r in zip(val.prompt, val.responses, rewards):
+        if evaluation.family(prompt) in COPY_FAMILIES:
+            allowed = content_words(prompt)
+            r = [x - weight * len(content_words(t) - allowed) for x, t in zip(r, responses)]
+        adjusted.append(list(r))
+    return reward.validation_metrics(adjusted, [list(k) for k in val.ranks], [list(g) for g in val.gold_scores])
+
+
+def fit_probe(x_train, y_train, x_test, y_test, steps: int = 200) -> float:
+    """Test accuracy of an L2-regularised logistic regression (standardised features, L-BFGS)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    w = torch.zeros(x_train.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x_train @ w + b, y_train) + 1e-3 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return ((x_test @ w + b > 0).float() == y_test).float().mean().item()
+
+
+@torch.no_grad()
+def in_prompt_probe(sft: Path, table: pd.DataFrame, n_prompts: int) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(sft)).eval()
+    tok = models.load_tokenizer(sft)
+    rows = []  # (prompt index, token id, in prompt, hidden state per layer)
+    for p, (prompt, responses) in enumerate(zip(table.prompt[:n_prompts], table.responses[:n_prompts])):
+        for e in data.encode_pairs(tok, [prompt] * len(responses), list(responses), models.max_positions(model)):
+            ids = torch.tensor([e["input_ids"]])
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+            prompt_ids = {t for t, label in zip(e["input_ids"], e["labels"]) if label == data.IGNORE}
+            for pos, (t, label) in enumerate(zip(e["input_ids"], e["labels"])):
+                if label != data.IGNORE and t != tok.eos_token_id:
+                    rows.append((p, t, t in prompt_ids, [h[0, pos] for h in hidden]))
+    seen: dict[int, list[bool]] = defaultdict(list)
+    for _, t, inside, _ in rows:
+        seen[t].append(inside)
+    rows = [r for r in rows if 0.15 < sum(seen[r[1]]) / len(seen[r[1]]) < 0.85]
+    if len(rows) < 20:
+        sys.exit("error: too few ambiguous response tokens for the probe; raise --probe-prompts")
+    cut = int(0.7 * n_prompts)
+    train = [r for r in rows if r[0] < cut]
+    test = [r for r in rows if r[0] >= cut]
+    y_train = torch.tensor([float(r[2]) for r in train])
+    y_test = torch.tensor([float(r[2]) for r in test])
+    out = {"tokens": len(rows), "in_prompt_share": sum(r[2] for r in rows) / len(rows),
+           "majority": max(y_test.mean().item(), 1 - y_test.mean().item())}
+    for layer in range(len(rows[0][3])):
+        out[f"layer{layer}"] = fit_probe(torch.stack([r[3][layer] for r in train]), y_train,
+                                         torch.stack([r[3][layer] for r in test]), y_test)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, default=ROOT, help="a project folder with a finished pipeline run")
+    p.add_argument("--probe-prompts", type=int, default=300, help="train comparison prompts the probe reads")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    val, train, noise = inputs(args.run)
+
+    rm = reward.load(args.run / "models" / "rm")
+    rewards = reward.group_rewards(rm, models.load_tokenizer(args.run / "models" / "rm"), list(val.prompt),
+                                   [list(r) for r in val.responses])
+    met = reward.validation_metrics(rewards, [list(k) for k in val.ranks], [list(g) for g in val.gold_scores])
+    labeler_agree, labeler_pairs = comparisons.gold_agreement([list(g) for g in val.gold_scores],
+                                                              [list(k) for k in val.ranks])
+    labeler = labeler_agree / labeler_pairs
+    gap = agreement_lost(val, rewards, noise)
+    oracle = {w: copy_oracle(val, rewards, w) for w in ORACLE_WEIGHTS}
+    probe = in_prompt_probe(args.run / "models" / "sft", train, args.probe_prompts)
+
+    print(f"val pairs {met['rm/val_pairs']}; labeler noise sigma {noise:.3f}")
+    print(f"RM vs gold {met['rm/val_accuracy_gold']:.3f}; RM vs labeler {met['rm/val_accuracy']:.3f}; labeler vs gold "
+          f"{labeler:.3f}; target (labeler vs gold - 0.05) {labeler - 0.05:.3f}")
+    print(f"expected agreement with the labeler: perfect gold ranker {gap['ceiling']:.3f}, this RM {gap['expected']:.3f}")
+    print("agreement lost against a perfect gold ranker, by family (sure: the labeler keeps the gold order "
+          f"with probability >= {SURE}):")
+    for key, value in gap["lost"].items():
+        print(f"  {key:<22} {value:.4f}")
+    print("copy oracle (reward - b per content word absent from the prompt, on " + ", ".join(COPY_FAMILIES) + "):")
+    for w, m in oracle.items():
+        print(f"  b = {w:<5} RM vs gold {m['rm/val_accuracy_gold']:.3f}  RM vs labeler {m['rm/val_accuracy']:.3f}")
+    print(f"probe 'this response token occurs in the prompt' on {probe['tokens']} ambiguous tokens "
+          f"(majority class {probe['majority']:.3f}):")
+    for layer in range(sum(k.startswith("layer") for k in probe)):
+        print(f"  layer {layer} {probe[f'layer{layer}']:.3f}" + ("  (embeddings)" if layer == 0 else ""))
+    best = max(oracle, key=lambda w: oracle[w]["rm/val_accuracy"])
+    print(json.dumps({
+        "val_pairs": met["rm/val_pairs"], "labeler_noise": round(noise, 4),
+        "rm_vs_gold": round(met["rm/val_accuracy_gold"], 4), "rm_vs_labeler": round(met["rm/val_accuracy"], 4),
+        "labeler_vs_gold": round(labeler, 4), "target": round(labeler - 0.05, 4),
+        "expected_ceiling": round(gap["ceiling"], 4), "expected_rm": round(gap["expected"], 4),
+        "lost": {k: round(v, 4) for k, v in gap["lost"].items()},
+        "oracle": {str(w): round(m["rm/val_accuracy"], 4) for w, m in oracle.items()},
+        "oracle_best_weight": best, "oracle_best_vs_labeler": round(oracle[best]["rm/val_accuracy"], 4),
+        "probe": {k: round(v, 4) for k, v in probe.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()

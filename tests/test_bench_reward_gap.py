@@ -1,0 +1,121 @@
+"""benchmarks/reward_gap.py: its accounting of agreement lost against a perfect gold ranker, the copy
+oracle, its errors on runs it cannot read, and an end-to-end run on a tiny pipeline folder."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlhf import comparisons, models
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "reward_gap.py"
+spec = importlib.util.spec_from_file_location("reward_gap", SCRIPT)
+gap = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gap)
+
+NOISE = 0.2
+PAIRS = 13
+VAL = pd.DataFrame({
+    "prompt_id": ["a", "b", "c", "d"],
+    "prompt": ["Write these words in reverse order: lemon blue soft",
+               "Summarize in one sentence: the plate is soft. the plate is quiet.",
+               "Compute 8 times 18.",
+               "Context: the book is red. the banana is teal. Question: what colour is the book?"],
+    "responses": [["soft blue lemon", "soft pear lemon", "I can not help with that."],
+                  ["the plate is soft and quiet.", "the lunch is soft and quiet.", "the plate is soft and quiet."],
+                  ["144", "144. Hope this helps.", "27"],
+                  ["red", "teal", "pear", "lemon"]],
+    "ranks": [[0, 2, 1], [0, 1, 0], [1, 0, 2], [0, 1, 2, 2]],  # the labeler swapped two close pairs
+    "gold_scores": [[1.0, 0.5, 0.4], [1.0, 0.5, 1.0], [1.0, 0.9, 0.4], [1.0, 0.5, 0.4, 0.4]],
+})
+
+
+def test_a_perfect_gold_ranker_loses_nothing_and_an_inverted_one_loses_everything_above_chance():
+    ceiling = comparisons.expected_agreement([list(g) for g in VAL.gold_scores], NOISE)
+    perfect = gap.agreement_lost(VAL, [list(g) for g in VAL.gold_scores], NOISE)
+    assert perfect["pairs"] == 3 + 2 + 3 + 5 == PAIRS  # tied gold (identical summaries, two lookups) is left out
+    assert perfect["ceiling"] == pytest.approx(ceiling) and perfect["expected"] == pytest.approx(ceiling)
+    assert sum(perfect["lost"].values()) == pytest.approx(0.0)
+    inverted = gap.agreement_lost(VAL, [[-x for x in g] for g in VAL.gold_scores], NOISE)
+    assert inverted["expected"] == pytest.approx(1 - ceiling)
+    assert sum(inverted["lost"].values()) == pytest.approx(inverted["ceiling"] - inverted["expected"])
+    # one inverted reverse pair, gold gap 0.5: lost 2 Phi(0.5 / (0.2 sqrt 2)) - 1 of the 13 pairs, filed as sure
+    rewards = [[1.0, 2.0, 0.0]] + [list(g) for g in VAL.gold_scores[1:]]
+    one = gap.agreement_lost(VAL, rewards, NOISE)
+    keep = comparisons.keep_probability(0.5, NOISE)
+    assert keep >= gap.SURE and one["lost"] == pytest.approx({"reverse/sure": (2 * keep - 1) / PAIRS, **{
+        k: 0.0 for k in one["lost"] if k != "reverse/sure"}})
+
+
+def test_the_copy_oracle_penalises_content_words_absent_from_the_prompt_on_copy_families_only():
+    assert gap.content_words("soft pear lemon") - gap.content_words(VAL.prompt[0]) == {"pear"}
+    assert gap.content_words("I can not help with that. Hope this helps.") == set()
+    flat = [[0.0] * len(r) for r in VAL.responses]
+    gold = [list(g) for g in VAL.gold_scores]
+    without = gap.reward.validation_metrics(flat, [list(k) for k in VAL.ranks], gold)
+    assert without["rm/val_accuracy_gold"] == 0.0  # all tied: no pair counts as agreeing
+    # from equal rewards, only 'pear' (reverse, lookup), 'lunch' (summary) and 'lemon' (lookup) drop:
+    # reverse gets 1 pair right, summary 2, lookup 4, arithmetic (not a copy family) none
+    out = gap.copy_oracle(VAL, flat, 1.0)
+    assert out["rm/val_accuracy_gold"] == pytest.approx(7 / PAIRS)
+
+
+def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "no finished pipeline run" in out.stderr and str(tmp_path / "models" / "rm") in out.stderr
+
+
+def tiny_run(root: Path, with_noise: bool = True) -> Path:
+    """A pipeline folder with a 1-layer SFT model, an RM from it, comparisons and the labeler's noise."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    texts = [p + " " + r for p, rs in zip(VAL.prompt, VAL.responses) for r in rs] * 10
+    tok = models.train_tokenizer(texts, 300)
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2, pad_token_id=tok.pad_token_id,
+               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    for name, model in (("sft", GPT2LMHeadModel(GPT2Config(**cfg))),
+                        ("rm", GPT2ForSequenceClassification(GPT2Config(**cfg, num_labels=1)))):
+        model.save_pretrained(root / "models" / name)
+        tok.save_pretrained(root / "models" / name)
+    (root / "data" / "comparisons").mkdir(parents=True)
+    train = pd.concat([VAL] * 10, ignore_index=True)
+    train.to_parquet(root / "data" / "comparisons" / "train.parquet")
+    VAL.to_parquet(root / "data" / "comparisons" / "val.parquet")
+    (root / "metrics").mkdir()
+    metrics = {"comparisons/labeler_noise": NOISE} if with_noise else {}
+    (root / "metrics" / "comparisons.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
+    run = tiny_run(tmp_path)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--probe-prompts", "30", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["val_pairs"] == PAIRS and result["labeler_noise"] == NOISE
+    # the labeler swapped two of the gold-ordered pairs (reverse 0.5 / 0.4, arithmetic 1.0 / 0.9)
+    assert result["labeler_vs_gold"] == pytest.approx(11 / PAIRS, abs=1e-4)
+    assert result["target"] == pytest.approx(11 / PAIRS - 0.05, abs=1e-4)
+    assert result["expected_ceiling"] == pytest.approx(
+        comparisons.expected_agreement([list(g) for g in VAL.gold_scores], NOISE), abs=1e-4)
+    assert sum(result["lost"].values()) == pytest.approx(result["expected_ceiling"] - result["expected_rm"], abs=1e-3)
+    assert set(result["oracle"]) == {str(w) for w in gap.ORACLE_WEIGHTS}
+    assert set(result["probe"]) >= {"layer0", "layer1", "tokens", "majority"}
+    for key in ("layer0", "layer1", "majority"):
+        assert 0.0 <= result["probe"][key] <= 1.0 and math.isfinite(result["probe"][key])
+
+
+def test_imported_rankings_are_refused(tmp_path):
+    run = tiny_run(tmp_path, with_noise=False)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(run)], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "imported" in out.stderr and "val.parquet" in out.stderr
