@@ -67,14 +67,6 @@ def inputs(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     return val, pd.read_parquet(needed[3]), float(noise)
 
 
-def gold_pairs(gold: list[float]):
-    """(better, worse, gap) for every pair with distinct gold scores."""
-    for i in range(len(gold)):
-        for j in range(len(gold)):
-            if gold[i] > gold[j]:
-                yield i, j, gold[i] - gold[j]
-
-
 def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) -> dict:
     """Expected agreement with the labeler of a perfect gold ranker and of `rewards`, and where the
     difference comes from, per family, sure and unsure pairs apart."""
@@ -82,7 +74,7 @@ def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) 
     lost: dict[str, float] = defaultdict(float)
     for prompt, gold, r in zip(val.prompt, val.gold_scores, rewards):
         fam = evaluation.family(prompt)
-        for i, j, gap in gold_pairs(list(gold)):
+        for i, j, gap in comparisons.gold_pairs(list(gold)):
             keep = comparisons.keep_probability(gap, noise)
             got = keep if r[i] > r[j] else (1 - keep if r[i] < r[j] else 0.0)
             n += 1

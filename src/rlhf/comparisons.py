@@ -77,6 +77,14 @@ def gold_agreement(gold: list[list[float]], ranks: list[list[int]]) -> tuple[int
     return agree, total
 
 
+def gold_pairs(gold: list[float]):
+    """(better, worse, gap) for every pair of one prompt's responses with distinct gold scores."""
+    for i in range(len(gold)):
+        for j in range(len(gold)):
+            if gold[i] > gold[j]:
+                yield i, j, gold[i] - gold[j]
+
+
 def keep_probability(gap: float, noise: float) -> float:
     """The probability that the labeler keeps the gold order of two responses whose gold scores
     differ by `gap` > 0: each gets its own N(0, noise^2) draw, so Phi(gap / (noise * sqrt 2))."""
@@ -86,7 +94,7 @@ def keep_probability(gap: float, noise: float) -> float:
 def expected_agreement(gold: list[list[float]], noise: float) -> float | None:
     """The labeler's expected agreement with gold at noise std `noise`, exactly: the mean of
     `keep_probability` over the pairs with distinct gold scores. None when there is no such pair."""
-    diffs = [abs(g[i] - g[j]) for g in gold for i in range(len(g)) for j in range(i + 1, len(g)) if g[i] != g[j]]
+    diffs = [gap for g in gold for _, _, gap in gold_pairs(g)]
     if not diffs:
         return None
     return sum(keep_probability(d, noise) for d in diffs) / len(diffs)
