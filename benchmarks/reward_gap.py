@@ -9,7 +9,11 @@ needs the embedded world's labeler (`comparisons.source: labeler`), and it train
 
 1. The RM's accuracy against gold and against the labeler's val rankings, the labeler's own
    agreement with gold (what a perfect gold ranker scores against the labeler) and issue 5's target,
-   that agreement minus 0.05.
+   that agreement minus 0.05. Beside them, the paper's yardstick: a second labeler as noisy as the
+   first, ranking the same val samples, and how often it agrees with the first labeler's ranks
+   (expected: the mean of l^2 + (1 - l)^2 over the pairs, l as in 2; and realized over --draws
+   seeded draws). The paper compares its RM's accuracy on held-out labelers with how often labelers
+   agree with each other.
 2. Agreement lost per task family. A pair whose gold scores differ by d keeps its gold order in the
    labeler's ranking with probability l = Phi(d / (sigma sqrt 2)), so a ranker that inverts it loses
    2l - 1 of expected agreement against a perfect gold ranker (l when it ties the pair). Summed per
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 from collections import defaultdict
@@ -70,7 +75,7 @@ def inputs(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
 def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) -> dict:
     """Expected agreement with the labeler of a perfect gold ranker and of `rewards`, and where the
     difference comes from, per family, sure and unsure pairs apart."""
-    n, ceiling, expected = 0, 0.0, 0.0
+    n, ceiling, expected, second = 0, 0.0, 0.0, 0.0
     lost: dict[str, float] = defaultdict(float)
     for prompt, gold, r in zip(val.prompt, val.gold_scores, rewards):
         fam = evaluation.family(prompt)
@@ -80,9 +85,23 @@ def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) 
             n += 1
             ceiling += keep
             expected += got
+            second += keep * keep + (1 - keep) * (1 - keep)  # two labelers keep it, or both invert it
             lost[f"{fam}/{'sure' if keep >= SURE else 'unsure'}"] += keep - got
-    return {"pairs": n, "ceiling": ceiling / n, "expected": expected / n,
+    return {"pairs": n, "ceiling": ceiling / n, "expected": expected / n, "second_labeler": second / n,
             "lost": {k: v / n for k, v in sorted(lost.items(), key=lambda kv: -kv[1])}}
+
+
+def second_labeler(val: pd.DataFrame, noise: float, draws: int, seed: int = 0) -> list[float]:
+    """Agreement of a fresh labeler (the same noise, its own draws) with the val rankings, on their
+    ranked pairs, once per draw."""
+    rng = random.Random(seed)
+    ranks = [list(k) for k in val.ranks]
+    out = []
+    for _ in range(draws):
+        other = [comparisons.label(list(g), noise, rng) for g in val.gold_scores]
+        agree, total = reward.accuracy_counts([[-k for k in r] for r in other], ranks)  # rank 0 is the best
+        out.append(agree / total)
+    return out
 
 
 def content_words(text: str) -> set[str]:
@@ -156,6 +175,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, default=ROOT, help="a project folder with a finished pipeline run")
     p.add_argument("--probe-prompts", type=int, default=300, help="train comparison prompts the probe reads")
+    p.add_argument("--draws", type=int, default=20, help="draws of a second labeler")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -170,13 +190,18 @@ def main() -> None:
                                                               [list(k) for k in val.ranks])
     labeler = labeler_agree / labeler_pairs
     gap = agreement_lost(val, rewards, noise)
+    others = second_labeler(val, noise, args.draws)
     oracle = {w: copy_oracle(val, rewards, w) for w in ORACLE_WEIGHTS}
     probe = in_prompt_probe(args.run / "models" / "sft", train, args.probe_prompts)
 
     print(f"val pairs {met['rm/val_pairs']}; labeler noise sigma {noise:.3f}")
     print(f"RM vs gold {met['rm/val_accuracy_gold']:.3f}; RM vs labeler {met['rm/val_accuracy']:.3f}; labeler vs gold "
           f"{labeler:.3f}; target (labeler vs gold - 0.05) {labeler - 0.05:.3f}")
-    print(f"expected agreement with the labeler: perfect gold ranker {gap['ceiling']:.3f}, this RM {gap['expected']:.3f}")
+    print(f"expected agreement with the labeler: perfect gold ranker {gap['ceiling']:.3f}, this RM {gap['expected']:.3f}, "
+          f"a second labeler {gap['second_labeler']:.3f}")
+    reach = int(sum(o >= labeler - 0.05 for o in others))
+    print(f"a second labeler against the val rankings over {len(others)} draws: mean {sum(others) / len(others):.3f}, "
+          f"min {min(others):.3f}, max {max(others):.3f}; {reach} of {len(others)} reach the target")
     print("agreement lost against a perfect gold ranker, by family (sure: the labeler keeps the gold order "
           f"with probability >= {SURE}):")
     for key, value in gap["lost"].items():
@@ -194,6 +219,9 @@ def main() -> None:
         "rm_vs_gold": round(met["rm/val_accuracy_gold"], 4), "rm_vs_labeler": round(met["rm/val_accuracy"], 4),
         "labeler_vs_gold": round(labeler, 4), "target": round(labeler - 0.05, 4),
         "expected_ceiling": round(gap["ceiling"], 4), "expected_rm": round(gap["expected"], 4),
+        "expected_second_labeler": round(gap["second_labeler"], 4),
+        "second_labeler": {"mean": round(sum(others) / len(others), 4), "min": round(min(others), 4),
+                           "max": round(max(others), 4), "draws": len(others), "reach_target": reach},
         "lost": {k: round(v, 4) for k, v in gap["lost"].items()},
         "oracle": {str(w): round(m["rm/val_accuracy"], 4) for w, m in oracle.items()},
         "oracle_best_weight": best, "oracle_best_vs_labeler": round(oracle[best]["rm/val_accuracy"], 4),

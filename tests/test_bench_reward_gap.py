@@ -1,5 +1,5 @@
-"""benchmarks/reward_gap.py: its accounting of agreement lost against a perfect gold ranker, the copy
-oracle, its errors on runs it cannot read, and an end-to-end run on a tiny pipeline folder."""
+"""benchmarks/reward_gap.py: its accounting of agreement lost against a perfect gold ranker, a second
+labeler, the copy oracle, its errors on runs it cannot read, and an end-to-end run on a tiny pipeline folder."""
 
 import importlib.util
 import json
@@ -51,6 +51,22 @@ def test_a_perfect_gold_ranker_loses_nothing_and_an_inverted_one_loses_everythin
     keep = comparisons.keep_probability(0.5, NOISE)
     assert keep >= gap.SURE and one["lost"] == pytest.approx({"reverse/sure": (2 * keep - 1) / PAIRS, **{
         k: 0.0 for k in one["lost"] if k != "reverse/sure"}})
+
+
+def test_a_second_labeler_agrees_with_the_first_on_l2_plus_1_minus_l_squared_of_each_pair():
+    gold = [list(g) for g in VAL.gold_scores]
+    keeps = [comparisons.keep_probability(d, NOISE) for g in gold for _, _, d in comparisons.gold_pairs(g)]
+    out = gap.agreement_lost(VAL, gold, NOISE)
+    assert out["second_labeler"] == pytest.approx(sum(k * k + (1 - k) ** 2 for k in keeps) / PAIRS)
+    assert out["second_labeler"] < out["ceiling"]  # two noisy labelers agree less than one agrees with gold
+    assert gap.agreement_lost(VAL, gold, 0.0)["second_labeler"] == 1.0
+    # against noise-free ranks a fresh labeler agrees as often as a labeler agrees with gold
+    exact = VAL.assign(ranks=[comparisons.competition_ranks(g) for g in gold])
+    assert gap.second_labeler(exact, 0.0, draws=3) == [1.0, 1.0, 1.0]
+    draws = gap.second_labeler(exact, NOISE, draws=3000)
+    assert sum(draws) / len(draws) == pytest.approx(out["ceiling"], abs=0.01)
+    assert draws != gap.second_labeler(exact, NOISE, draws=3000, seed=1)  # a seed gives its own draws
+    assert draws == gap.second_labeler(exact, NOISE, draws=3000)  # and the same ones again
 
 
 def test_the_copy_oracle_penalises_content_words_absent_from_the_prompt_on_copy_families_only():
@@ -110,6 +126,10 @@ def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
         comparisons.expected_agreement([list(g) for g in VAL.gold_scores], NOISE), abs=1e-4)
     assert sum(result["lost"].values()) == pytest.approx(result["expected_ceiling"] - result["expected_rm"], abs=1e-3)
     assert set(result["oracle"]) == {str(w) for w in gap.ORACLE_WEIGHTS}
+    second = result["second_labeler"]
+    assert second["draws"] == 20 and 0.0 <= second["min"] <= second["mean"] <= second["max"] <= 1.0
+    assert 0 <= second["reach_target"] <= 20
+    assert 0.5 < result["expected_second_labeler"] < result["expected_ceiling"]
     assert set(result["probe"]) >= {"layer0", "layer1", "tokens", "majority"}
     for key in ("layer0", "layer1", "majority"):
         assert 0.0 <= result["probe"][key] <= 1.0 and math.isfinite(result["probe"][key])
