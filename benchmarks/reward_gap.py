@@ -178,6 +178,8 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=20, help="draws of a second labeler")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    if args.draws < 1:
+        p.error(f"--draws must be at least 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     val, train, noise = inputs(args.run)

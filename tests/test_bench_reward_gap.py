@@ -86,6 +86,9 @@ def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_
     out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode != 0
     assert "no finished pipeline run" in out.stderr and str(tmp_path / "models" / "rm") in out.stderr
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path), "--draws", "0"], capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "--draws must be at least 1, got 0" in out.stderr
 
 
 def tiny_run(root: Path, with_noise: bool = True) -> Path:
