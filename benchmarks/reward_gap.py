@@ -76,7 +76,7 @@ def inputs(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
 def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) -> dict:
     """Expected agreement with the labeler of a perfect gold ranker and of `rewards`, and where the
     difference comes from, per family, sure and unsure pairs apart."""
-    n, ceiling, expected, second = 0, 0.0, 0.0, 0.0
+    n, ceiling, expected = 0, 0.0, 0.0
     lost: dict[str, float] = defaultdict(float)
     for prompt, gold, r in zip(val.prompt, val.gold_scores, rewards):
         fam = evaluation.family(prompt)
@@ -86,9 +86,9 @@ def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) 
             n += 1
             ceiling += keep
             expected += got
-            second += keep * keep + (1 - keep) * (1 - keep)  # two labelers keep it, or both invert it
             lost[f"{fam}/{'sure' if keep >= SURE else 'unsure'}"] += keep - got
-    return {"pairs": n, "ceiling": ceiling / n, "expected": expected / n, "second_labeler": second / n,
+    second = comparisons.expected_inter_labeler_agreement([list(g) for g in val.gold_scores], noise)
+    return {"pairs": n, "ceiling": ceiling / n, "expected": expected / n, "second_labeler": second,
             "lost": {k: v / n for k, v in sorted(lost.items(), key=lambda kv: -kv[1])}}
 
 

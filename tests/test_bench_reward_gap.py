@@ -53,13 +53,11 @@ def test_a_perfect_gold_ranker_loses_nothing_and_an_inverted_one_loses_everythin
         k: 0.0 for k in one["lost"] if k != "reverse/sure"}})
 
 
-def test_a_second_labeler_agrees_with_the_first_on_l2_plus_1_minus_l_squared_of_each_pair():
+def test_a_second_labeler_agrees_with_the_first_as_the_closed_form_expects():
     gold = [list(g) for g in VAL.gold_scores]
-    keeps = [comparisons.keep_probability(d, NOISE) for g in gold for _, _, d in comparisons.gold_pairs(g)]
     out = gap.agreement_lost(VAL, gold, NOISE)
-    assert out["second_labeler"] == pytest.approx(sum(k * k + (1 - k) ** 2 for k in keeps) / PAIRS)
+    assert out["second_labeler"] == pytest.approx(comparisons.expected_inter_labeler_agreement(gold, NOISE))
     assert out["second_labeler"] < out["ceiling"]  # two noisy labelers agree less than one agrees with gold
-    assert gap.agreement_lost(VAL, gold, 0.0)["second_labeler"] == 1.0
     # against noise-free ranks a fresh labeler agrees as often as a labeler agrees with gold
     exact = VAL.assign(ranks=[comparisons.competition_ranks(g) for g in gold])
     assert gap.second_labeler(exact, 0.0, draws=3) == [1.0, 1.0, 1.0]

@@ -66,6 +66,27 @@ def test_noise_calibration_hits_the_target_and_the_labeler_agrees_that_often():
     assert cmp.calibrate_noise([[0.5, 0.5]], 0.73) == 0.0  # nothing to calibrate on
 
 
+def test_two_labelers_expect_to_agree_on_k2_plus_1_minus_k_squared_of_each_pair():
+    gold = [[0.9, 0.5, 0.5, 0.4], [1.0, 0.2], [0.3, 0.3]]  # the tied pairs give no pair to anyone
+    keeps = [cmp.keep_probability(d, 0.2) for d in (0.4, 0.4, 0.5, 0.1, 0.1, 0.8)]
+    inter = cmp.expected_inter_labeler_agreement(gold, 0.2)
+    assert inter == pytest.approx(sum(k * k + (1 - k) ** 2 for k in keeps) / 6)
+    assert 0.5 < inter < cmp.expected_agreement(gold, 0.2)  # two noisy labelers agree less than one with gold
+    assert cmp.expected_inter_labeler_agreement(gold, 0.0) == 1.0
+    assert cmp.expected_inter_labeler_agreement(gold, 50.0) == pytest.approx(0.5, abs=1e-3)
+    assert cmp.expected_inter_labeler_agreement([[0.3, 0.3]], 0.2) is None
+    # the closed form against two labelers' own draws
+    rng = random.Random(2)
+    agree = total = 0
+    for _ in range(4000):
+        a, b = ([cmp.label(g, 0.2, rng) for g in gold] for _ in range(2))
+        for ra, rb, g in zip(a, b, gold):
+            for i, j, _ in cmp.gold_pairs(g):
+                agree += (ra[i] < ra[j]) == (rb[i] < rb[j])
+                total += 1
+    assert agree / total == pytest.approx(inter, abs=0.01)
+
+
 def test_rm_prompts_are_the_rm_role_after_the_sft_share():
     ids = [f"p{i}" for i in range(4000)]
     rm = prompt_role_mask(ids, 0.5, 0.75)
@@ -224,12 +245,31 @@ def test_labeler_stage(world, tmp_path):
                     assert (ranks[i] == ranks[j]) == (gold[i] == gold[j])  # ties: exactly the equal gold
     assert metrics["comparisons/train_prompts"] == len(train) and metrics["comparisons/val_prompts"] == 8
     assert metrics["comparisons/labeler_noise"] >= 0
+    assert "comparisons/train_expected_inter_labeler_agreement" not in metrics  # this model's samples all tie
     assert metrics["comparisons/train_pairs"] + metrics["comparisons/train_tied_pairs"] == sum(
         k * (k - 1) // 2 for k in train.responses.map(len))
     assert pd.read_parquet(tmp_path / "quarantine.parquet").empty
     again = tmp_path / "again"
     assert cmp.run(c, 0.5, world / "sft", world / "prompts", again, seed=0, device="cpu") == metrics
     assert pd.read_parquet(again / "train.parquet").equals(train)  # seeded: the same rankings
+
+
+def test_labeler_stage_calibrates_and_logs_how_often_two_labelers_would_agree(world, tmp_path, monkeypatch):
+    from rlhf import world as w
+
+    def sample(model, tokenizer, prompts, ks, cfg):  # answers of three gold levels, in place of the SFT's samples
+        return [[w.gold_answer(p) or "ok", "I can not help with that.", "blue green, yellow"][:k] for p, k in zip(prompts, ks)]
+
+    monkeypatch.setattr(cmp, "sample", sample)
+    metrics = cmp.run(cfg(k_min=3, k_max=3, max_val_prompts=20), 0.5, world / "sft", world / "prompts", tmp_path,
+                      seed=0, device="cpu")
+    noise = metrics["comparisons/labeler_noise"]
+    assert noise > 0 and metrics["comparisons/expected_agreement"] == pytest.approx(0.73, abs=1e-6)
+    for split in ("train", "val"):
+        table = pd.read_parquet(tmp_path / f"{split}.parquet")
+        inter = metrics[f"comparisons/{split}_expected_inter_labeler_agreement"]
+        assert inter == pytest.approx(cmp.expected_inter_labeler_agreement([list(g) for g in table.gold_scores], noise))
+        assert 0.5 < inter < cmp.expected_agreement([list(g) for g in table.gold_scores], noise)
 
 
 def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
@@ -247,6 +287,7 @@ def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
     assert len(train) + len(val) == 40 and 4 <= len(val) <= 18 and not set(train.prompt) & set(val.prompt)
     assert metrics["comparisons/imported"] == 40 and metrics["comparisons/quarantined"] == 1
     assert metrics["comparisons/train_pairs"] == len(train) and "comparisons/labeler_noise" not in metrics
+    assert not [k for k in metrics if "inter_labeler" in k]  # imported ranks: no simulated labeler to compare
     assert val.gold_scores.isna().all()
 
 
@@ -257,3 +298,4 @@ def test_import_stage_without_val_fraction_has_the_labeler_rank_val_prompts(worl
     val = pd.read_parquet(tmp_path / "out" / "val.parquet")
     assert len(val) == 5 and set(val.responses.map(len)) == {3} and val.gold_scores.notna().all()
     assert metrics["comparisons/train_prompts"] == 1 and "comparisons/labeler_noise" in metrics
+    assert "comparisons/train_expected_inter_labeler_agreement" not in metrics  # train ranks were imported
