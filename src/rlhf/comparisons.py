@@ -91,13 +91,15 @@ def keep_probability(gap: float, noise: float) -> float:
     return 1.0 if noise == 0 else 0.5 * (1 + math.erf(gap / (2 * noise)))
 
 
+def _keep_probabilities(gold: list[list[float]], noise: float) -> list[float]:
+    return [keep_probability(gap, noise) for g in gold for _, _, gap in gold_pairs(g)]
+
+
 def expected_agreement(gold: list[list[float]], noise: float) -> float | None:
     """The labeler's expected agreement with gold at noise std `noise`, exactly: the mean of
     `keep_probability` over the pairs with distinct gold scores. None when there is no such pair."""
-    diffs = [gap for g in gold for _, _, gap in gold_pairs(g)]
-    if not diffs:
-        return None
-    return sum(keep_probability(d, noise) for d in diffs) / len(diffs)
+    keeps = _keep_probabilities(gold, noise)
+    return sum(keeps) / len(keeps) if keeps else None
 
 
 def expected_inter_labeler_agreement(gold: list[list[float]], noise: float) -> float | None:
@@ -106,10 +108,8 @@ def expected_inter_labeler_agreement(gold: list[list[float]], noise: float) -> f
     `keep_probability` (both keep the gold order, or both invert it). The simulated counterpart of
     the paper's inter-annotator agreement (labelers agree with each other on 72.6 +- 1.5%), which
     is lower than either labeler's agreement with gold. None when there is no such pair."""
-    keeps = [keep_probability(gap, noise) for g in gold for _, _, gap in gold_pairs(g)]
-    if not keeps:
-        return None
-    return sum(k * k + (1 - k) * (1 - k) for k in keeps) / len(keeps)
+    keeps = _keep_probabilities(gold, noise)
+    return sum(k * k + (1 - k) * (1 - k) for k in keeps) / len(keeps) if keeps else None
 
 
 def calibrate_noise(gold: list[list[float]], target: float, iters: int = 60) -> float:
