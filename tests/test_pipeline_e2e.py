@@ -126,3 +126,49 @@ def test_real_pipeline_end_to_end(tmp_path):
         assert len(tracking.child_runs(parent2.info.run_id, root)) == len(STAGES)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_llama_style_base_model(tmp_path):
+    """`pretrain.base` names a Llama-style checkpoint, shaped like a hub one (RMSNorm, no bias after
+    it, attention dropout only, no pad token): every stage runs on it with `dvc repro`, and the
+    reward shift that no weight can carry is in the RM's config, where `reward.load` applies it."""
+    import pandas as pd
+    from test_reward import causal_lm_checkpoint
+
+    from rlhf import models, reward
+
+    base = tmp_path / "llama"
+    # all val prompts, longer samples: a barely trained model's samples tie under gold more often
+    overrides = {"pretrain": TINY["pretrain"] | {"base": str(base)},
+                 "comparisons": TINY["comparisons"] | {"max_val_prompts": 0, "max_new_tokens": 16}}
+    root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY | overrides)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop(tracking.PARENT_ENV, None)
+
+    def repro(*targets):
+        out = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+
+    repro("synthesize")  # the corpus the checkpoint is trained on, as a hub model was on its own
+    texts = [json.loads(line)["text"] for line in (root / "data" / "raw" / "corpus.jsonl").read_text().splitlines()]
+    tok = models.train_tokenizer(texts, 400)
+    tok.pad_token = None
+    causal_lm_checkpoint("llama", base, tok, texts, steps=30)
+    repro()
+
+    written = sorted(f.stem for f in (root / "metrics").glob("*.json"))
+    assert written == sorted(s.replace("@", "_").replace("evaluate", "eval") for s in STAGES)
+    for name in ("base", "sft", "ppo/ptx", "ppo/plain"):
+        assert json.loads((root / "models" / name / "config.json").read_text())["model_type"] == "llama", name
+    rm = reward.load(root / "models" / "rm")
+    shift = json.loads((root / "metrics" / "reward_model.json").read_text())["rm/reward_shift"]
+    assert type(rm).__name__ == "LlamaForSequenceClassification"
+    assert getattr(rm.config, reward.OFFSET_KEY) == pytest.approx(shift) == rm.config.rlhf_reward_shift
+    demos = pd.read_parquet(root / "data" / "sft" / "train.parquet")
+    scores = reward.score(rm, models.load_tokenizer(root / "models" / "rm"), list(demos.prompt), list(demos.response))
+    assert abs(sum(scores) / len(scores)) < 1e-4
+    evaluation = json.loads((root / "metrics" / "eval.json").read_text())
+    assert 0.0 <= evaluation["eval/ppo_ptx/gold_score"] <= 1.0 and "eval/ppo_ptx/kl_to_sft" in evaluation

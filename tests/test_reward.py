@@ -1,6 +1,7 @@
 """The reward model: the K-way loss against an explicit pair-by-pair loop (values and gradients),
-K varying within one batch, ties, the demonstrations-mean-0 shift stored in the weights, and the
-validation figures (accuracy against ranks, gold and per K; calibration)."""
+K varying within one batch, ties, the demonstrations-mean-0 shift stored in the weights (or, for
+Llama-style models, the config), reward models from several hub families, and the validation
+figures (accuracy against ranks, gold and per K; calibration)."""
 
 import itertools
 
@@ -132,6 +133,96 @@ def test_shift_uses_the_head_bias_where_there_is_one():
     reward.shift_rewards(model, 0.75)
     torch.testing.assert_close(model(input_ids=ids).logits.squeeze(-1), before - 0.75)
     assert model.config.rlhf_reward_shift == 0.75
+
+
+def causal_lm_checkpoint(family: str, path, tok, texts: list[str] = (), steps: int = 0, seed: int = 0):
+    """A tiny causal LM of a hub family (`gpt_neox`, `opt`, `llama`, `qwen2`), saved with `tok` the
+    way hub checkpoints of these families often come (no pad token in the config), after `steps`
+    steps of language modelling on `texts`."""
+    from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, OPTConfig,
+                              OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+
+    torch.manual_seed(seed)
+    ids = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=96, **ids)
+    model = {
+        "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=96, **ids)),
+        "opt": lambda: OPTForCausalLM(OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=1,
+                                                num_attention_heads=2, word_embed_proj_dim=32,
+                                                max_position_embeddings=96, **ids)),
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(**llama_like)),
+        "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**llama_like)),
+    }[family]()
+    model.config.pad_token_id = None
+    if steps:
+        blocks = tok("\n".join(texts), return_tensors="pt")["input_ids"][0]
+        blocks = blocks[: len(blocks) // 64 * 64].view(-1, 64)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(steps):
+            batch = blocks[torch.randint(len(blocks), (8,))]
+            model(input_ids=batch, labels=batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+# the shift lives in the weights where a bias can carry it (after the final LayerNorm), else in the config
+FAMILIES = {"gpt_neox": "weights", "opt": "weights", "llama": "config", "qwen2": "config"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_reward_model_from_each_family_trains_shifts_and_loads(family, tiny, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    _, tok = tiny
+    sft = causal_lm_checkpoint(family, tmp_path / "sft", tok)
+    model = reward.from_sft(sft)
+    model.config.pad_token_id = tok.pad_token_id
+    with torch.no_grad():
+        model.score.weight.normal_()
+    prompts, demos = ["What is 2 plus 2?", "Name a fruit", "Name a colour"], ["4", "apple", "red"]
+    batch = reward.group_batch(tok, prompts, [["4", "5"], ["apple", "pear", "cat"], ["red", "cat"]],
+                               [[0, 1], [0, 1, 2], [1, 0]], 64)
+    loss, _ = reward.kway_loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.score.weight.grad.abs().sum() > 0
+    model.eval()
+    shift = reward.center_on(model, tok, prompts, demos)
+    after = reward.score(model, tok, prompts, demos)
+    assert abs(sum(after) / len(after)) < 1e-5
+    models.save(model, tok, tmp_path / "rm")
+    loaded = reward.load(tmp_path / "rm")
+    assert loaded.config.rlhf_reward_shift == pytest.approx(shift)
+    torch.testing.assert_close(torch.tensor(reward.score(loaded, tok, prompts, demos)), torch.tensor(after),
+                               atol=1e-5, rtol=0)
+    # a plain transformers load: the shift is in the weights, or (no bias after an RMSNorm) in the config
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1).eval()
+    enc = [reward.group_batch(tok, [p], [[d]], None, 64) for p, d in zip(prompts, demos)]
+    raw = [plain(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.item() for b in enc]
+    offset = getattr(plain.config, reward.OFFSET_KEY, 0.0)
+    assert offset == (pytest.approx(shift) if FAMILIES[family] == "config" else 0.0)
+    assert raw == pytest.approx([a + offset for a in after], abs=1e-5)
+
+
+def test_load_config_sets_every_dropout_field_the_family_has(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "gpt2")
+    cfg = models.load_config(tmp_path / "gpt2", dropout=0.2)
+    assert (cfg.resid_pdrop, cfg.embd_pdrop, cfg.attn_pdrop) == (0.2, 0.2, 0.2)
+    assert models.load_config(tmp_path / "gpt2").resid_pdrop == 0.0  # no dropout given: as saved
+    llama = models.load_config(causal_lm_checkpoint("llama", tmp_path / "llama", tok), dropout=0.2, num_labels=1)
+    assert llama.attention_dropout == 0.2 and llama.num_labels == 1
+    neox = models.load_config(causal_lm_checkpoint("gpt_neox", tmp_path / "neox", tok), dropout=0.1)
+    assert (neox.hidden_dropout, neox.attention_dropout) == (0.1, 0.1)
+    monkeypatch.setattr(models, "DROPOUT_FIELDS", ())
+    assert models.load_config(tmp_path / "gpt2", dropout=0.0).resid_pdrop == 0.0
+    with pytest.raises(ValueError, match="gpt2 config has no dropout field to set to 0.2"):
+        models.load_config(tmp_path / "gpt2", dropout=0.2)
 
 
 def test_validation_metrics_by_ranks_gold_and_k():

@@ -67,14 +67,34 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+# Where the model families that transformers knows keep their dropout probabilities: GPT-2 and
+# GPT-J; GPT-NeoX, Llama, Qwen2, Mistral, Gemma; OPT; BERT-style encoders.
+DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout", "attention_dropout",
+                  "dropout", "activation_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def load_config(path: str | Path, dropout: float | None = None, **overrides):
+    """A checkpoint's config with `overrides`; `dropout`, when given, goes to every dropout field the
+    family has (GPT-2: residual, embedding and attention; Llama-style: attention only)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(path), **overrides)
+    if dropout is not None:
+        fields = [f for f in DROPOUT_FIELDS
+                  if isinstance(getattr(cfg, f, None), (int, float)) and not isinstance(getattr(cfg, f), bool)]
+        if not fields and dropout > 0:
+            raise ValueError(f"{path}: a {cfg.model_type} config has no dropout field to set to {dropout} "
+                             f"(looked for {', '.join(DROPOUT_FIELDS)}); set the stage's dropout to 0")
+        for f in fields:
+            setattr(cfg, f, dropout)
+    return cfg
+
+
 def load_causal_lm(path: str | Path, dropout: float | None = None):
-    """A causal LM from a checkpoint; `dropout` overrides its residual dropout when given."""
+    """A causal LM from a checkpoint; `dropout` overrides its dropout probabilities when given."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {}
-    if dropout is not None:
-        kwargs = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
-    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return AutoModelForCausalLM.from_pretrained(str(path), config=load_config(path, dropout))
 
 
 def save(model, tokenizer, path: str | Path) -> None:

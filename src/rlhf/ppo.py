@@ -116,6 +116,7 @@ class PolicyAndValue(torch.nn.Module):
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=generation.position_ids(attention_mask), use_cache=False).last_hidden_state
         values = self.value_model.score(hidden[:, -response_len - 1:-1]).squeeze(-1).float()
+        values = values - reward.reward_offset(self.value_model)  # as the RM's rewards
         ptx_logits = None if ptx_ids is None else self.policy(input_ids=ptx_ids, use_cache=False).logits
         return logits, values, ptx_logits
 

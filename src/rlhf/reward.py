@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
-from rlhf import data, evaluation, lm
+from rlhf import data, evaluation, lm, models
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
-from rlhf.models import max_positions
 
 SHIFT_KEY = "rlhf_reward_shift"  # in the model config: the shift already subtracted from every reward
+# In the config too: the part of that shift no weight could carry (Llama-style models, below), which
+# every reward computed here subtracts from the model's output.
+OFFSET_KEY = "rlhf_reward_offset"
 
 
 def from_sft(path: str | Path):
@@ -27,7 +29,7 @@ def from_sft(path: str | Path):
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=1, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        str(path), config=models.load_config(path, dropout=0.0, num_labels=1))
 
 
 def load(path: str | Path):
@@ -64,7 +66,7 @@ def rewards(model, batch: dict) -> torch.Tensor:
     """[B, K_max] scalar rewards of a group batch (0 on padding slots)."""
     device = next(model.parameters()).device
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    flat = out.logits.squeeze(-1).float()
+    flat = out.logits.squeeze(-1).float() - reward_offset(model)
     mask = batch["mask"].to(device)
     return flat.new_zeros(mask.shape).masked_scatter(mask, flat)
 
@@ -86,7 +88,7 @@ def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, p
     ids = input_ids.gather(1, (cols + lead).clamp(max=width - 1))
     mask = (cols < attention_mask.sum(1, keepdim=True)).long()
     ids = torch.where(mask.bool(), ids, pad_id)
-    return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
+    return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float() - reward_offset(model)
 
 
 def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
@@ -108,7 +110,7 @@ def group_rewards(model, tokenizer, prompts: list[str], responses: list[list[str
     (prompts of similar length together, so that batches carry little padding)."""
     was_training = model.training
     model.eval()
-    max_len = max_positions(model)
+    max_len = models.max_positions(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(map(len, responses[i]), default=0))
     out: list[list[float]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
@@ -138,25 +140,33 @@ def _final_norm(model):
     return None
 
 
+def reward_offset(model) -> float:
+    """What the rewards computed here subtract from the model's output (0 unless the shift could
+    not go into the weights)."""
+    return float(getattr(getattr(model, "config", None), OFFSET_KEY, 0.0))
+
+
 @torch.no_grad()
 def shift_rewards(model, shift: float) -> None:
-    """Subtract `shift` from every reward the model gives, in its own weights, so that a plain
-    `AutoModelForSequenceClassification.from_pretrained` gives shifted rewards. A head with a bias
-    takes it there. GPT-2's head (`score`) has none, but it reads the final LayerNorm's output
+    """Subtract `shift` from every reward the model gives, in its own weights where it can, so that
+    a plain `AutoModelForSequenceClassification.from_pretrained` gives shifted rewards. A head with
+    a bias takes it there. GPT-2's head (`score`) has none, but it reads the final LayerNorm's output
     gamma * norm(h) + beta, so beta -= shift * w / |w|^2 lowers w . output by exactly `shift`
-    (that LayerNorm feeds nothing else). The total shift is kept in the config as SHIFT_KEY."""
+    (that LayerNorm feeds nothing else). Llama-style models (Qwen2, Mistral, Gemma, ...) have
+    neither: a bias-free head reads an RMSNorm, whose output no weight can move by a constant, so
+    the shift goes to the config as OFFSET_KEY, which every reward computed here subtracts; a plain
+    load of such a model gives the unshifted reward. The total shift is in the config as SHIFT_KEY."""
     head = getattr(model, "score", None) or getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
         raise ValueError(f"{type(model).__name__}: no single-output linear head (score/classifier) found")
+    norm = _final_norm(model)
     if head.bias is not None:
         head.bias -= shift
-    else:
-        norm = _final_norm(model)
-        if norm is None or norm.bias is None:
-            raise ValueError(f"{type(model).__name__}: neither its head nor a final LayerNorm has a bias "
-                             "to carry the reward shift")
+    elif norm is not None and norm.bias is not None:
         w = head.weight[0].float()
         norm.bias -= (shift * w / w.dot(w)).to(norm.bias.dtype)
+    else:
+        setattr(model.config, OFFSET_KEY, reward_offset(model) + shift)
     setattr(model.config, SHIFT_KEY, float(getattr(model.config, SHIFT_KEY, 0.0)) + shift)
 
 
