@@ -131,8 +131,9 @@ def test_real_pipeline_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_pipeline_on_a_llama_style_base_model(tmp_path):
     """`pretrain.base` names a Llama-style checkpoint, shaped like a hub one (RMSNorm, no bias after
-    it, attention dropout only, no pad token): every stage runs on it with `dvc repro`, and the
-    reward shift that no weight can carry is in the RM's config, where `reward.load` applies it."""
+    it, attention dropout only, a BOS token, no pad token): every stage runs on it with `dvc repro`,
+    and the reward shift that no weight can carry is in the RM's config, where `reward.load`
+    applies it."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
 
@@ -155,7 +156,12 @@ def test_pipeline_on_a_llama_style_base_model(tmp_path):
     repro("synthesize")  # the corpus the checkpoint is trained on, as a hub model was on its own
     texts = [json.loads(line)["text"] for line in (root / "data" / "raw" / "corpus.jsonl").read_text().splitlines()]
     tok = models.train_tokenizer(texts, 400)
-    tok.pad_token = None
+    # as Llama's: a BOS token of its own before every text, no pad token
+    from tokenizers.processors import TemplateProcessing
+
+    tok.bos_token, tok.pad_token = models.PAD, None
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{models.PAD} $A",
+                                                              special_tokens=[(models.PAD, tok.bos_token_id)])
     causal_lm_checkpoint("llama", base, tok, texts, steps=30)
     repro()
 

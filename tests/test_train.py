@@ -136,6 +136,26 @@ def test_response_only_labels_and_truncation_keeps_the_response():
     assert sum(label != -100 for label in cut["labels"]) >= 3  # the response survived
 
 
+def test_a_prompt_is_tokenized_alike_for_training_and_for_sampling():
+    """With a tokenizer that adds a BOS token (as Llama's does), an SFT or RM example starts with
+    the ids that generation and PPO prompt the policy with."""
+    from tokenizers.processors import TemplateProcessing
+
+    from rlhf import data, models, ppo
+
+    tok = models.train_tokenizer(["What is 1 plus 2? 3", "Name a fruit apple"] * 50, 300)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{models.EOS} $A",
+                                                              special_tokens=[(models.EOS, tok.eos_token_id)])
+    prompts, responses = ["What is 1 plus 2?", "Name a fruit"], ["3", "apple"]
+    query, mask = ppo.encode_prompts(tok, prompts, 64, "cpu")
+    for (example, response), q, m in zip(zip(data.encode_pairs(tok, prompts, responses, 64), responses), query, mask):
+        sampled = q[m.bool()].tolist()
+        assert sampled[0] == tok.eos_token_id  # the BOS the tokenizer adds
+        assert example["input_ids"][:len(sampled)] == sampled
+        assert example["input_ids"][len(sampled):] == tok(" " + response, add_special_tokens=False)["input_ids"] + [
+            tok.eos_token_id]
+
+
 def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
     """lm_loss computes logits only from the first labelled position; on left-padded batches that
     is the response span. Same loss and gradients as every logit of a right-padded batch."""

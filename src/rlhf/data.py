@@ -61,11 +61,13 @@ def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[
 
 
 def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_len: int) -> list[dict]:
-    """Prompt + response + EOS token ids, with labels only on the response and EOS. Too long, the
-    prompt loses its start first, so the response (what carries the loss) survives."""
+    """Prompt + response + EOS token ids, with labels only on the response and EOS. The prompt is
+    tokenized as sampling tokenizes it (with the BOS token of tokenizers that add one, as Llama's
+    do), so SFT, the RM and PPO see a prompt alike. Too long, the prompt loses its start first, so
+    the response (what carries the loss) survives."""
     out = []
     for prompt, response in zip(prompts, responses):
-        p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+        p = tokenizer(format_prompt(prompt))["input_ids"]
         r = (tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
         p = p[len(p) - (max_len - len(r)):] if len(p) + len(r) > max_len else p
         ids = p + r
