@@ -17,7 +17,7 @@ import pandas as pd
 
 from rlhf import cli, data, evaluation, lm, models, ppo, promotion, reward, train
 
-SECTIONS = ("evaluate", "ppo")
+SECTIONS = ("evaluate", "ppo", "pretrain")
 JUDGES = ("gold", "rm")  # the gold labeler (human preference) and the reward model
 BASELINES = ("sft", "prompted_base")
 
@@ -134,7 +134,7 @@ def main() -> None:
         sft = models.load_causal_lm(args.sft).to(device).eval()
         # the alignment tax: LM loss on the pretraining documents that pretraining and ptx never saw
         _, held_out = data.split_corpus(data.read_corpus(args.corpus), seed)
-        blocks = data.pack_blocks(tokenizer, held_out, models.max_positions(sft))
+        blocks = data.pack_blocks(tokenizer, held_out, models.text_block(sft, cfg["pretrain"].n_positions))
         lm_batches = [data.lm_batch(x) for x in blocks.split(32)]
         toxic = evaluation.toxicity_prompts(c.toxicity_prompts, seed)
         absent = evaluation.absent_answer_prompts(c.probes, seed)

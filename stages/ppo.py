@@ -10,7 +10,7 @@ import pandas as pd
 
 from rlhf import cli, config, data, hashing, models, ppo, reward, train
 
-SECTIONS = ("ppo", "demonstrations", "comparisons")  # their prompt_share: the SFT and RM prompts
+SECTIONS = ("ppo", "demonstrations", "comparisons", "pretrain")  # prompt shares; n_positions: ptx blocks
 CURVES = {"rm_score": "ppo/rm_score", "kl": "ppo/kl", "kl_coef": "ppo/kl_coef", "entropy": "ppo/entropy",
           "response_length": "ppo/response_length", "policy_loss": "ppo/loss/policy",
           "value_loss": "ppo/loss/value", "ptx_loss": "ppo/ptx_loss", "clip_fraction": "ppo/clip_fraction",
@@ -56,7 +56,7 @@ def main() -> None:
         blocks = None
         if c.ptx_coef > 0:  # the pretraining corpus minus the documents evaluation holds out
             train_docs, _ = data.split_corpus(data.read_corpus(args.corpus), common.seed)
-            blocks = data.pack_blocks(tokenizer, train_docs, models.max_positions(policy))
+            blocks = data.pack_blocks(tokenizer, train_docs, models.text_block(policy, cfg["pretrain"].n_positions))
         trainer = ppo.PPOTrainer(ppo.PolicyAndValue(policy, reward.load(args.rm)), ref, reward.load(args.rm),
                                  tokenizer, c, texts, seed=common.seed, accel=accel, ptx_blocks=blocks)
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes, texts,

@@ -26,7 +26,7 @@ def main() -> None:
         else:
             tokenizer = models.train_tokenizer(train_docs, c.vocab_size)
             model = models.new_causal_lm(tokenizer, c.n_layer, c.n_head, c.n_embd, c.n_positions)
-        block = min(c.n_positions, models.max_positions(model))
+        block = models.text_block(model, c.n_positions)
         val_blocks = data.pack_blocks(tokenizer, val_docs, block)[: 4 * c.batch_size]
         val_batches = [data.lm_batch(x) for x in val_blocks.split(c.batch_size)]
         history, tokens_per_s = [], 0.0

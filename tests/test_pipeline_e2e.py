@@ -131,9 +131,9 @@ def test_real_pipeline_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_pipeline_on_a_llama_style_base_model(tmp_path):
     """`pretrain.base` names a Llama-style checkpoint, shaped like a hub one (RMSNorm, no bias after
-    it, attention dropout only, a BOS token, no pad token): every stage runs on it with `dvc repro`,
-    and the reward shift that no weight can carry is in the RM's config, where `reward.load`
-    applies it."""
+    it, attention dropout only, a BOS token, no pad token, a long context): every stage runs on it
+    with `dvc repro`, and the reward shift that no weight can carry is in the RM's config, where
+    `reward.load` applies it."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
 
@@ -162,7 +162,8 @@ def test_pipeline_on_a_llama_style_base_model(tmp_path):
     tok.bos_token, tok.pad_token = models.PAD, None
     tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{models.PAD} $A",
                                                               special_tokens=[(models.PAD, tok.bos_token_id)])
-    causal_lm_checkpoint("llama", base, tok, texts, steps=30)
+    # Llama 3's context: the blocks of pretraining text stay at pretrain.n_positions tokens
+    causal_lm_checkpoint("llama", base, tok, texts, steps=30, context=131072)
     repro()
 
     written = sorted(f.stem for f in (root / "metrics").glob("*.json"))

@@ -135,24 +135,25 @@ def test_shift_uses_the_head_bias_where_there_is_one():
     assert model.config.rlhf_reward_shift == 0.75
 
 
-def causal_lm_checkpoint(family: str, path, tok, texts: list[str] = (), steps: int = 0, seed: int = 0):
-    """A tiny causal LM of a hub family (`gpt_neox`, `opt`, `llama`, `qwen2`), saved with `tok` the
-    way hub checkpoints of these families often come (no pad token in the config), after `steps`
-    steps of language modelling on `texts`."""
+def causal_lm_checkpoint(family: str, path, tok, texts: list[str] = (), steps: int = 0, seed: int = 0,
+                         context: int = 96):
+    """A tiny causal LM of a hub family (`gpt_neox`, `opt`, `llama`, `qwen2`) with a context of
+    `context` tokens, saved with `tok` the way hub checkpoints of these families often come (no pad
+    token in the config), after `steps` steps of language modelling on `texts`."""
     from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, OPTConfig,
                               OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
     torch.manual_seed(seed)
     ids = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
     llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=96, **ids)
+                      num_key_value_heads=2, max_position_embeddings=context, **ids)
     model = {
         "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            max_position_embeddings=96, **ids)),
+            max_position_embeddings=context, **ids)),
         "opt": lambda: OPTForCausalLM(OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=1,
                                                 num_attention_heads=2, word_embed_proj_dim=32,
-                                                max_position_embeddings=96, **ids)),
+                                                max_position_embeddings=context, **ids)),
         "llama": lambda: LlamaForCausalLM(LlamaConfig(**llama_like)),
         "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**llama_like)),
     }[family]()

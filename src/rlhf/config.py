@@ -116,7 +116,7 @@ class PretrainConfig:
     n_embd: int
     """Width of the residual stream."""
     n_positions: int
-    """Longest sequence the model sees, prompt and response together."""
+    """Context of a model trained from scratch; with any model, tokens per pretraining-text block (ptx, held-out loss)."""
     steps: int
     """Optimizer steps of pretraining."""
     batch_size: int
@@ -295,7 +295,7 @@ class PPOConfig:
     ptx_coef: float
     """gamma: weight of the pretraining LM loss mixed into every update of the ptx run (plain: 0)."""
     ptx_batch_size: int
-    """Pretraining blocks (of the model's context length) in each update's ptx batch."""
+    """Pretraining blocks (pretrain.n_positions tokens, or the model's context if shorter) per update's ptx batch."""
     sample_every: int
     """Iterations between tables of sample responses logged to MLflow (0: none)."""
 

@@ -109,6 +109,13 @@ def max_positions(model) -> int:
     return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024)
 
 
+def text_block(model, n_positions: int) -> int:
+    """Tokens per block of pretraining text (pretraining, the ptx term, the held-out LM loss):
+    `pretrain.n_positions`, or the model's context where that is shorter. A hub model's context
+    (131,072 for Llama 3) would make one block of more text than a corpus may hold."""
+    return min(n_positions, max_positions(model))
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
              do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64,
