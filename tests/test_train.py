@@ -138,7 +138,7 @@ def test_response_only_labels_and_truncation_keeps_the_response():
 
 def test_a_prompt_is_tokenized_alike_for_training_and_for_sampling():
     """With a tokenizer that adds a BOS token (as Llama's does), an SFT or RM example starts with
-    the ids that generation and PPO prompt the policy with."""
+    the ids that generation and PPO prompt the policy with, and every pretraining document with it."""
     from tokenizers.processors import TemplateProcessing
 
     from rlhf import data, models, ppo
@@ -154,6 +154,12 @@ def test_a_prompt_is_tokenized_alike_for_training_and_for_sampling():
         assert example["input_ids"][:len(sampled)] == sampled
         assert example["input_ids"][len(sampled):] == tok(" " + response, add_special_tokens=False)["input_ids"] + [
             tok.eos_token_id]
+    # pretraining text too: every document starts with the BOS, after the EOS that ends the last one
+    docs = ["What is 1 plus 2? 3", "Name a fruit apple"]
+    flat = data.pack_blocks(tok, docs * 4, 4).flatten().tolist()
+    one = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
+    expected = [t for d in one for t in [tok.eos_token_id, *d, tok.eos_token_id]] * 4
+    assert flat == expected[:len(flat)] and len(flat) > len(expected) - 4
 
 
 def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():

@@ -37,9 +37,10 @@ def split_corpus(docs: list[str], seed: int, held_out: float = 0.05) -> tuple[li
 
 
 def pack_blocks(tokenizer, docs: list[str], block: int) -> torch.Tensor:
-    """All docs joined by EOS and cut into [N, block] token blocks (the tail is dropped)."""
+    """All docs joined by EOS and cut into [N, block] token blocks (the tail is dropped). Each doc
+    is tokenized with whatever the tokenizer adds (Llama's BOS token), as a prompt is."""
     ids: list[int] = []
-    for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+    for enc in tokenizer(docs)["input_ids"]:
         ids.extend(enc + [tokenizer.eos_token_id])
     n = len(ids) // block
     if n == 0:
