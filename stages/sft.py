@@ -35,7 +35,7 @@ def main() -> None:
         val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id, left=True)
                        for i in range(0, len(val_ex), c.batch_size)]
         gold_prompts = list(va.prompt)[: c.eval_prompts or None]
-        if c.select_by == "gold_score" and not any(evaluation.family(p) != "other" for p in gold_prompts):
+        if c.select_by == "gold_score" and not evaluation.any_world_prompt(gold_prompts):
             raise SystemExit(f"error: sft.select_by is gold_score, but none of the {len(gold_prompts)} validation "
                              f"prompts in {args.demos / 'val.parquet'} is a prompt of the embedded world, the only "
                              "prompts the gold labeler can score; set sft.select_by: val_loss")

@@ -272,6 +272,25 @@ def test_labeler_stage_calibrates_and_logs_how_often_two_labelers_would_agree(wo
         assert 0.5 < inter < cmp.expected_agreement([list(g) for g in table.gold_scores], noise)
 
 
+def test_labeler_on_prompts_of_ones_own_is_refused_with_the_key_to_set(world, tmp_path):
+    d = tmp_path / "prompts"
+    d.mkdir()
+    own = ["Write a haiku about the sea", "Explain what a mutex is", "What should I cook tonight?"] * 20
+    pd.DataFrame({"prompt_id": [f"t{i}" for i in range(60)], "prompt": own}).to_parquet(d / "train.parquet")
+    pd.DataFrame({"prompt_id": ["v0"], "prompt": own[:1]}).to_parquet(d / "val.parquet")
+    c = cfg(k_min=2, k_max=3, max_new_tokens=4)
+    with pytest.raises(cmp.ComparisonsError, match=r"the simulated labeler ranks only the embedded world's prompts, "
+                       r"and none of the \d+ train prompts is one; set comparisons.source: import"):
+        cmp.run(c, 0.5, world / "sft", d, tmp_path / "out", seed=0, device="cpu")
+    assert not (tmp_path / "out" / "train.parquet").exists()
+    # imported train rankings: the val prompts the labeler would rank are the user's own too
+    write_jsonl(tmp_path / "imp.jsonl", [{"prompt": p, "completions": ["a b", "c"]} for p in own[:3]])
+    imported = cfg(source="import", import_path=str(tmp_path / "imp.jsonl"))
+    with pytest.raises(cmp.ComparisonsError, match=r"none of the 1 val prompts is one; set "
+                       r"comparisons.import_val_fraction > 0"):
+        cmp.run(imported, 0.5, world / "sft", d, tmp_path / "out", seed=0, device="cpu")
+
+
 def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
     rows = [{"prompt": f"Question {i}", "completions": [f"good {i}", f"bad {i}"]} for i in range(40)]
     path = write_jsonl(tmp_path / "r.jsonl", rows + ["{bad"])

@@ -265,6 +265,24 @@ def test_labeler_answers_only_the_sft_share_of_train_prompts(tmp_path):
     assert len(pd.read_parquet(tmp_path / "sft" / "val.parquet")) == 1  # validation is not shared out
 
 
+def test_labeler_on_prompts_of_ones_own_is_refused_with_the_key_to_set(tmp_path):
+    d = tmp_path / "prompts"
+    d.mkdir()
+    own = ["Write a haiku about the sea", "Explain what a mutex is", "What should I cook tonight?"]
+    pd.DataFrame({"prompt_id": ["a", "b", "c"], "prompt": own}).to_parquet(d / "train.parquet", index=False)
+    pd.DataFrame({"prompt_id": ["v"], "prompt": ["What is 1 plus 1?"]}).to_parquet(d / "val.parquet", index=False)
+    with pytest.raises(demos.DemonstrationsError, match="the simulated demonstrators answer only the embedded "
+                       "world's prompts, and none of the 3 train prompts is one; set demonstrations.source: import"):
+        demos.run(cfg(source="labeler", max_prompts=0, prompt_share=1.0), d, tmp_path / "sft")
+    assert not (tmp_path / "sft" / "train.parquet").exists()
+    with pytest.raises(demos.DemonstrationsError, match=r"no SFT prompts: no train prompt hashes into \[0, 0.001\)"):
+        demos.run(cfg(source="labeler", max_prompts=0, prompt_share=0.001), d, tmp_path / "sft")
+    pd.DataFrame({"prompt_id": pd.Series(dtype=str), "prompt": pd.Series(dtype=str)}).to_parquet(
+        d / "train.parquet", index=False)
+    with pytest.raises(demos.DemonstrationsError, match="no train prompts in"):
+        demos.run(cfg(source="labeler", max_prompts=0, prompt_share=1.0), d, tmp_path / "sft")
+
+
 def test_bad_import_paths_and_config(tmp_path):
     with pytest.raises(label_files.ImportFilesError, match="no such file or folder"):
         demos.from_files(tmp_path / "nope")

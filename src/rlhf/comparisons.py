@@ -332,6 +332,16 @@ def write(table: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(table[COLUMNS], SCHEMA, preserve_index=False), path)
 
 
+def _check_rankable(prompts: pd.DataFrame, split: str, remedy: str) -> None:
+    """The simulated labeler ranks by gold score, which exists for the embedded world's prompts only:
+    on a user's own prompts it would rank by length and little else, so it refuses."""
+    from rlhf.evaluation import any_world_prompt
+
+    if not prompts.empty and not any_world_prompt(prompts.prompt):
+        raise ComparisonsError(f"the simulated labeler ranks only the embedded world's prompts, and none of the "
+                               f"{len(prompts)} {split} prompts is one; set {remedy}")
+
+
 def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: Path, out_dir: Path,
         seed: int, device: str) -> dict[str, float]:
     """The whole comparisons stage: out_dir/{train,val,quarantine}.parquet. Returns its metrics;
@@ -371,12 +381,15 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
         if train_prompts.empty:
             raise ComparisonsError(f"no RM prompts: no train prompt hashes into [{sft_share}, "
                                    f"{sft_share + cfg.prompt_share}) (comparisons.prompt_share)")
+        _check_rankable(train_prompts, "train", "comparisons.source: import")
         tables["train"] = sample_and_score(*sft(), train_prompts, cfg, rng)
         sampled.append("train")
     if "val" not in tables:
         val_prompts = pd.read_parquet(prompts_dir / "val.parquet")
         if cfg.max_val_prompts:
             val_prompts = val_prompts.head(cfg.max_val_prompts)
+        _check_rankable(val_prompts, "val", "comparisons.import_val_fraction > 0, to validate on imported rankings"
+                        if cfg.source == "import" else "comparisons.source: import")
         tables["val"] = sample_and_score(*sft(), val_prompts, cfg, rng)
         sampled.append("val")
     if sampled:

@@ -194,11 +194,20 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     else:
         for split in SPLITS:
             prompts = pd.read_parquet(prompts_dir / f"{split}.parquet")
+            if prompts.empty:
+                raise DemonstrationsError(f"no {split} prompts in {prompts_dir}")
             if split == "train":
                 prompts = prompts[prompt_role_mask(list(prompts.prompt_id), 0.0, cfg.prompt_share)]
+                if prompts.empty:
+                    raise DemonstrationsError(f"no SFT prompts: no train prompt hashes into [0, {cfg.prompt_share}) "
+                                              "(demonstrations.prompt_share)")
                 if cfg.max_prompts:
                     prompts = prompts.head(cfg.max_prompts)
             demos[split], skipped[split] = from_labeler(prompts, cfg.refusal_rate, cfg.sign_off_rate)
+            if demos[split].empty:
+                raise DemonstrationsError(
+                    f"the simulated demonstrators answer only the embedded world's prompts, and none of the "
+                    f"{len(prompts)} {split} prompts is one; set demonstrations.source: import")
         label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
     for split in SPLITS:
         demos[split][COLUMNS].to_parquet(out_dir / f"{split}.parquet", index=False)

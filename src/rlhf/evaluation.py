@@ -22,6 +22,12 @@ def family(prompt: str) -> str:
     return world.family_of(prompt) or "other"
 
 
+def any_world_prompt(prompts) -> bool:
+    """Whether any of `prompts` is one of the embedded world's, the only prompts that the gold
+    labeler can score and the simulated labelers can answer and rank (a user's own are not)."""
+    return any(world.family_of(p) for p in prompts)
+
+
 def by_family(prompts: list[str], scores: list[float]) -> dict[str, float]:
     """Mean score per task family (unrecognised prompts under 'other')."""
     groups: dict[str, list[float]] = defaultdict(list)
