@@ -128,22 +128,50 @@ def test_real_pipeline_end_to_end(tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI")
 
 
+def own_data(root: Path) -> list[str]:
+    """A user's own prompt logs (none of them a prompt of the embedded world, one with an email in
+    it) in data/incoming, demonstrations of the first 150 and ranked lists for the next 100 in
+    data/import; returns the prompts."""
+    import random
+
+    rng = random.Random(0)
+    things = ["the sea", "a cat", "winter", "coffee", "a train", "the moon", "bread", "a river"]
+    asks = ["Write a short poem about {}", "Describe {} in one sentence", "Give me three facts about {}",
+            "Why do people like {}?", "Tell a joke about {}"]
+    rows = [{"prompt_id": f"own-{u}-{j}", "user_id": f"user{u}",
+             "prompt": rng.choice(asks).format(rng.choice(things)) + f" (take {u}.{j})"}
+            for u in range(60) for j in range(5)]
+    rows[7]["prompt"] += " Reply to jane.doe@example.com"
+    (root / "data" / "incoming" / "own.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    demos = [{"prompt": r["prompt"], "response": "Here is a short answer about it."} for r in rows[:150]]
+    (root / "data" / "import" / "demonstrations" / "own.jsonl").write_text("".join(json.dumps(d) + "\n" for d in demos))
+    ranked = [{"prompt": r["prompt"], "completions": ["A clear and kind answer.", "An answer.", "no"]}
+              for r in rows[150:250]]
+    (root / "data" / "import" / "comparisons" / "own.jsonl").write_text("".join(json.dumps(d) + "\n" for d in ranked))
+    return [r["prompt"] for r in rows]
+
+
 @pytest.mark.slow
-def test_pipeline_on_a_llama_style_base_model(tmp_path):
-    """`pretrain.base` names a Llama-style checkpoint, shaped like a hub one (RMSNorm, no bias after
-    it, attention dropout only, a BOS token, no pad token, a long context): every stage runs on it
-    with `dvc repro`, and the reward shift that no weight can carry is in the RM's config, where
-    `reward.load` applies it."""
+def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
+    """Bring your own data and model, as README says: `world.n_users: 0` (no world prompts), prompt
+    logs in data/incoming, imported demonstrations and rankings with held-out shares, SFT selected
+    by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
+    and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
+    stage runs with `dvc repro`; the reward shift that no weight can carry is in the RM's config,
+    where `reward.load` applies it; the RM has no gold figures to report."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
+    from tokenizers.processors import TemplateProcessing
 
     from rlhf import models, reward
 
     base = tmp_path / "llama"
-    # all val prompts, longer samples: a barely trained model's samples tie under gold more often
-    overrides = {"pretrain": TINY["pretrain"] | {"base": str(base)},
-                 "comparisons": TINY["comparisons"] | {"max_val_prompts": 0, "max_new_tokens": 16}}
+    overrides = {"world": TINY["world"] | {"n_users": 0}, "pretrain": TINY["pretrain"] | {"base": str(base)},
+                 "demonstrations": {"source": "import", "import_val_fraction": 0.2},
+                 "comparisons": TINY["comparisons"] | {"source": "import", "import_val_fraction": 0.2},
+                 "sft": TINY["sft"] | {"select_by": "val_loss"}}
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY | overrides)
+    prompts = own_data(root)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
            "TOKENIZERS_PARALLELISM": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop(tracking.PARENT_ENV, None)
@@ -155,10 +183,8 @@ def test_pipeline_on_a_llama_style_base_model(tmp_path):
 
     repro("synthesize")  # the corpus the checkpoint is trained on, as a hub model was on its own
     texts = [json.loads(line)["text"] for line in (root / "data" / "raw" / "corpus.jsonl").read_text().splitlines()]
-    tok = models.train_tokenizer(texts, 400)
+    tok = models.train_tokenizer(texts + prompts, 400)
     # as Llama's: a BOS token of its own before every text, no pad token
-    from tokenizers.processors import TemplateProcessing
-
     tok.bos_token, tok.pad_token = models.PAD, None
     tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{models.PAD} $A",
                                                               special_tokens=[(models.PAD, tok.bos_token_id)])
@@ -168,14 +194,23 @@ def test_pipeline_on_a_llama_style_base_model(tmp_path):
 
     written = sorted(f.stem for f in (root / "metrics").glob("*.json"))
     assert written == sorted(s.replace("@", "_").replace("evaluate", "eval") for s in STAGES)
+    split = pd.concat([pd.read_parquet(root / "data" / "prompts" / f"{s}.parquet") for s in ("train", "val", "test")])
+    # every own row in a split; the world's n_users 0 still writes its 5 malformed rows, all quarantined
+    assert len(split) == 300 and split.prompt_id.str.startswith("own-").all()
+    ingest = json.loads((root / "metrics" / "ingest.json").read_text())
+    assert ingest["ingest/quarantined"] == 5 and ingest["ingest/pii/email"] == 1
+    assert not split.prompt.str.contains("jane.doe@example.com").any()
     for name in ("base", "sft", "ppo/ptx", "ppo/plain"):
         assert json.loads((root / "models" / name / "config.json").read_text())["model_type"] == "llama", name
     rm = reward.load(root / "models" / "rm")
-    shift = json.loads((root / "metrics" / "reward_model.json").read_text())["rm/reward_shift"]
+    rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert type(rm).__name__ == "LlamaForSequenceClassification"
+    shift = rm_metrics["rm/reward_shift"]
     assert getattr(rm.config, reward.OFFSET_KEY) == pytest.approx(shift) == rm.config.rlhf_reward_shift
+    assert rm_metrics["rm/val_pairs"] > 0 and 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    assert not [k for k in rm_metrics if "gold" in k]  # imported rankings carry no gold
     demos = pd.read_parquet(root / "data" / "sft" / "train.parquet")
     scores = reward.score(rm, models.load_tokenizer(root / "models" / "rm"), list(demos.prompt), list(demos.response))
     assert abs(sum(scores) / len(scores)) < 1e-4
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
-    assert 0.0 <= evaluation["eval/ppo_ptx/gold_score"] <= 1.0 and "eval/ppo_ptx/kl_to_sft" in evaluation
+    assert "eval/ppo_ptx/kl_to_sft" in evaluation and "eval/ppo_ptx/win_rate_vs_sft_rm" in evaluation

@@ -237,6 +237,13 @@ def test_validation_metrics_by_ranks_gold_and_k():
     assert m["rm/val_accuracy/k2"] == 0.0 and m["rm/val_accuracy/k4"] == pytest.approx(10 / 11)
 
 
+def test_validation_of_imported_rankings_without_gold_gives_no_gold_figures():
+    m = reward.validation_metrics([[2.0, 1.0], [0.0, 1.0, 3.0]], [[0, 1], [2, 1, 0]], [None, None],
+                                  prompts=["Write a poem", "Explain a mutex"])
+    assert m["rm/val_accuracy"] == 1.0 and m["rm/val_pairs"] == 4
+    assert not [k for k in m if "gold" in k]
+
+
 def test_validation_gold_accuracy_per_task_family():
     prompts = ["What is 2 plus 3?", "Reverse the words: red apple", "What is 4 plus 4?", "hello there", "?"]
     rewards = [[1.0, 0.0], [0.0, 1.0, 2.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]

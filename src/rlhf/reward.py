@@ -189,6 +189,8 @@ def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]],
                     tie_credit: float = 0.0) -> tuple[float, int]:
     """(pairs ordered as ranked, ranked pairs) over groups; tied ranks give no pair, tied rewards
     count `tie_credit` of a pair (see losses.pairwise_counts)."""
+    if not rewards_:
+        return 0.0, 0
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
     correct, total = pairwise_counts(r, k, mask, tie_credit)
