@@ -158,7 +158,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
     and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
     stage runs with `dvc repro`; the reward shift that no weight can carry is in the RM's config,
-    where `reward.load` applies it; the RM has no gold figures to report."""
+    and the project's reward functions apply it; the RM has no gold figures to report."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
     from tokenizers.processors import TemplateProcessing
