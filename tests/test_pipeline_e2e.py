@@ -31,6 +31,15 @@ TINY = {
 }
 
 
+def pipeline_env(root: Path) -> dict:
+    """The environment a pipeline run in `root` gets: its own MLflow store, no analytics, no parent
+    MLflow run from outside, and this interpreter's folder first on PATH (dvc.yaml calls `python`)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop(tracking.PARENT_ENV, None)
+    return env
+
+
 def flow_run(root: Path, env: dict) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-m", "flows.pipeline", "run", "--root", str(root)], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=900)
@@ -47,10 +56,7 @@ def statuses(stdout: str) -> dict[str, str]:
 def test_real_pipeline_end_to_end(tmp_path):
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "DVC_NO_ANALYTICS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    env.pop(tracking.PARENT_ENV, None)
+    env = pipeline_env(root) | {"PREFECT_HOME": str(tmp_path / "prefect")}
 
     first = flow_run(root, env)
     assert statuses(first.stdout) == {s: "ran" for s in STAGES}, first.stdout
@@ -172,9 +178,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
                  "sft": TINY["sft"] | {"select_by": "val_loss"}}
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY | overrides)
     prompts = own_data(root)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop(tracking.PARENT_ENV, None)
+    env = pipeline_env(root)
 
     def repro(*targets):
         out = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=env,
