@@ -1,7 +1,8 @@
 """Stage evaluate: the paper's comparison in the embedded world. Base (plain and few-shot prompted),
 SFT and the PPO policies (PPO-ptx and, when trained, plain PPO) answer the test prompts (held-out
 users); the gold labeler (the paper's human preference) and the reward model judge them: win rates
-against SFT and the prompted base with bootstrap intervals, gold score per task family. Then the
+against SFT and the prompted base with bootstrap intervals, gold score per task family. The gold
+labeler judges only the embedded world's prompts; on a user's own the reward model alone does. Then the
 probes: the alignment tax (held-out pretraining LM loss, capability probes), hallucination on
 closed-domain questions whose answer is absent, toxicity under basic / respectful / biased
 instructions, personal data in responses, KL to SFT, response length. Plots, a report whose
@@ -38,12 +39,13 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def plot_win_rates(metrics: dict, policies: list[str], path: Path) -> None:
-    """Win rate against SFT and against the prompted base, per judge, with 95% bootstrap intervals."""
+def plot_win_rates(metrics: dict, policies: list[str], judges: list[str], path: Path) -> None:
+    """Win rate against SFT and against the prompted base, per judge (of JUDGES), with 95% bootstrap
+    intervals."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, baseline in zip(axes, BASELINES):
-        for j, judge in enumerate(JUDGES):
+        for j, judge in enumerate(judges):
             key = [f"eval/{p}/win_rate_vs_{baseline}" + ("" if judge == "gold" else "_rm") for p in policies]
             mid = [metrics[k] for k in key]
             err = [[m - metrics[k + "_lo"] for k, m in zip(key, mid)], [metrics[k + "_hi"] - m for k, m in zip(key, mid)]]
@@ -129,6 +131,8 @@ def main() -> None:
         if c.max_prompts:
             test = test.head(c.max_prompts)
         prompts = list(test.prompt)
+        judged = evaluation.world_prompt_positions(prompts)  # the prompts the gold labeler can score
+        gold_prompts = [prompts[i] for i in judged]
         tokenizer = models.load_tokenizer(args.sft)
         rm = reward.load(args.rm).to(device).eval()
         sft = models.load_causal_lm(args.sft).to(device).eval()
@@ -142,6 +146,7 @@ def main() -> None:
 
         # 1. every policy answers the test prompts and the probes (greedy)
         responses, gold, rm_scores, metrics = {}, {}, {}, {"eval/test_prompts": len(prompts),
+                                                            "eval/gold_prompts": len(judged),
                                                             "eval/heldout_lm_tokens": blocks.numel()}
         prefix = evaluation.few_shot_prefix(c.few_shot, seed)
         ppo_policies = [(f"ppo_{v}", args.ppo / v, "") for v in ppo_cfg.variants]
@@ -155,12 +160,14 @@ def main() -> None:
                                        prefix=shots if template else "", template=template)
 
             out = responses[policy] = answer(prompts)
-            gold[policy] = evaluation.gold_scores(prompts, out)
             rm_scores[policy] = reward.score(rm, tokenizer, prompts, out)
-            m = {"gold_score": sum(gold[policy]) / len(prompts), "rm_score": sum(rm_scores[policy]) / len(prompts),
+            m = {"rm_score": sum(rm_scores[policy]) / len(prompts),
                  "response_words": sum(len(r.split()) for r in out) / len(out),
-                 "refusal_rate": evaluation.refusal_rate(out),
-                 **{f"gold_score/{f}": s for f, s in evaluation.by_family(prompts, gold[policy]).items()}}
+                 "refusal_rate": evaluation.refusal_rate(out)}
+            if judged:
+                gold[policy] = evaluation.gold_scores(gold_prompts, [out[i] for i in judged])
+                m.update({"gold_score": sum(gold[policy]) / len(judged),
+                          **{f"gold_score/{f}": s for f, s in evaluation.by_family(gold_prompts, gold[policy]).items()}})
             m["hallucination_rate"] = sum(evaluation.hallucinates(q, r) for q, r in zip(absent, answer(absent))) / len(absent)
             toxic_out = {kind: answer(texts) for kind, texts in toxic.items()}
             m.update({f"toxicity/{kind}": evaluation.toxicity_rate(r) for kind, r in toxic_out.items()})
@@ -184,10 +191,11 @@ def main() -> None:
             metrics["eval/ppo_ptx/tax_over_plain_tax"] = (metrics["eval/ppo_ptx/lm_loss_rise_over_sft"]
                                                           / metrics["eval/ppo_plain/lm_loss_rise_over_sft"])
 
-        # 2. win rates, judged by gold and by the RM, with 95% bootstrap intervals over prompts
+        # 2. win rates, judged by gold (where it can) and by the RM, with 95% bootstrap intervals over prompts
+        judges = [("gold", gold)] * bool(judged) + [("rm", rm_scores)]
         for policy in responses:
             for baseline in BASELINES:
-                for judge, scores in (("gold", gold), ("rm", rm_scores)):
+                for judge, scores in judges:
                     key = f"eval/{policy}/win_rate_vs_{baseline}" + ("" if judge == "gold" else "_rm")
                     wins = evaluation.outcomes(scores[policy], scores[baseline])
                     lo, hi = evaluation.bootstrap_interval(wins, c.bootstrap, seed)
@@ -198,19 +206,25 @@ def main() -> None:
         if not args.no_gate and "ppo_ptx" in responses:
             def head_to_head(champion_dir: Path) -> float:
                 champion = models.load_causal_lm(champion_dir).to(device)
-                theirs = models.generate(champion, models.load_tokenizer(champion_dir), prompts, c.max_new_tokens,
+                asked = gold_prompts if judged else prompts
+                theirs = models.generate(champion, models.load_tokenizer(champion_dir), asked, c.max_new_tokens,
                                          do_sample=False)
-                return evaluation.win_rate(gold["ppo_ptx"], evaluation.gold_scores(prompts, theirs))
+                if judged:
+                    return evaluation.win_rate(gold["ppo_ptx"], evaluation.gold_scores(asked, theirs))
+                return evaluation.win_rate(rm_scores["ppo_ptx"], reward.score(rm, tokenizer, asked, theirs))
 
             decision = promotion.gate(run, name=c.registered_model, candidate_dir=args.ppo / "ptx",
-                                      margin=c.promote_margin, head_to_head=head_to_head)
+                                      margin=c.promote_margin, head_to_head=head_to_head,
+                                      judge="the gold labeler" if judged else "the reward model")
             metrics.update(decision.metrics())
 
         # 4. what a person looks at: plots, the report
         names = list(responses)
-        plot_win_rates(metrics, names, args.plots / "win_rates.png")
-        plot_by_family({p: {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"eval/{p}/gold_score/")}
-                        for p in names}, args.plots / "gold_by_family.png")
+        plot_win_rates(metrics, names, [j for j, _ in judges], args.plots / "win_rates.png")
+        if judged:  # no gold scores, no plot of them
+            plot_by_family({p: {k.rsplit("/", 1)[1]: v for k, v in metrics.items()
+                                if k.startswith(f"eval/{p}/gold_score/")} for p in names},
+                           args.plots / "gold_by_family.png")
         plot_toxicity(metrics, names, args.plots / "toxicity.png")
         plot_ppo_curves({v: read_csv(args.ppo_curves / f"{v}.csv") for v in ppo_cfg.variants},
                         args.plots / "ppo_curves.png")

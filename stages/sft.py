@@ -1,7 +1,7 @@
 """Stage sft: supervised fine-tuning of the base model on demonstrations: loss on response tokens
 only, cosine decay with warmup, residual dropout, several epochs; every sft.eval_every epochs the
-validation loss and the mean gold score of greedy responses to validation prompts; the best
-evaluated epoch is kept."""
+validation loss and the mean gold score of greedy responses to the validation prompts that the gold
+labeler can score (the embedded world's; none of a user's own); the best evaluated epoch is kept."""
 
 import math
 import shutil
@@ -34,9 +34,10 @@ def main() -> None:
         val_ex = data.encode_pairs(tokenizer, list(va.prompt), list(va.response), max_len)
         val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id, left=True)
                        for i in range(0, len(val_ex), c.batch_size)]
-        gold_prompts = list(va.prompt)[: c.eval_prompts or None]
-        if c.select_by == "gold_score" and not evaluation.any_world_prompt(gold_prompts):
-            raise SystemExit(f"error: sft.select_by is gold_score, but none of the {len(gold_prompts)} validation "
+        asked = list(va.prompt)[: c.eval_prompts or None]
+        gold_prompts = [asked[i] for i in evaluation.world_prompt_positions(asked)]
+        if c.select_by == "gold_score" and not gold_prompts:
+            raise SystemExit(f"error: sft.select_by is gold_score, but none of the {len(asked)} validation "
                              f"prompts in {args.demos / 'val.parquet'} is a prompt of the embedded world, the only "
                              "prompts the gold labeler can score; set sft.select_by: val_loss")
         per_epoch = math.ceil(len(train_ex) / (c.batch_size * c.grad_accum * accel.num_processes))
@@ -48,17 +49,16 @@ def main() -> None:
             if not cli.is_main_process():
                 return
             # `model` is the bare module (fit wraps it for DDP internally): no collective ops here
-            responses = models.generate(model, tokenizer, gold_prompts, c.max_new_tokens, do_sample=False)
-            scores = evaluation.gold_scores(gold_prompts, responses)
-            row = {"sft/epoch": step / per_epoch, "sft/val_loss": lm.mean_lm_loss(model, val_batches),
-                   "sft/val_gold_score": sum(scores) / len(scores)}
+            row, by_family = {"sft/epoch": step / per_epoch, "sft/val_loss": lm.mean_lm_loss(model, val_batches)}, {}
+            if gold_prompts:
+                responses = models.generate(model, tokenizer, gold_prompts, c.max_new_tokens, do_sample=False)
+                scores = evaluation.gold_scores(gold_prompts, responses)
+                row["sft/val_gold_score"] = sum(scores) / len(scores)
+                by_family = {f"sft/val_gold_score/{f}": s for f, s in evaluation.by_family(gold_prompts, scores).items()}
             run.log_metrics(row, step)
-            better = (row["sft/val_gold_score"] > state.get("best", -math.inf) if c.select_by == "gold_score"
-                      else -row["sft/val_loss"] > state.get("best", -math.inf))
-            if better:
-                state.update(best=row["sft/val_gold_score"] if c.select_by == "gold_score" else -row["sft/val_loss"],
-                             best_epoch=row["sft/epoch"],
-                             best_by_family=evaluation.by_family(gold_prompts, scores), best_row=row)
+            score = row["sft/val_gold_score"] if c.select_by == "gold_score" else -row["sft/val_loss"]
+            if score > state.get("best", -math.inf):
+                state.update(best=score, best_epoch=row["sft/epoch"], best_by_family=by_family, best_row=row)
                 models.save(model, tokenizer, best_dir)
 
         state: dict = {}
@@ -71,11 +71,8 @@ def main() -> None:
         if cli.is_main_process():
             shutil.copytree(best_dir, args.out, dirs_exist_ok=True)
             shutil.rmtree(args.checkpoints)
-            best = state["best_row"]
-            metrics = {"sft/train_loss": history[-1]["sft/loss"], "sft/steps": steps,
-                       "sft/best_epoch": state["best_epoch"], "sft/val_loss": best["sft/val_loss"],
-                       "sft/val_gold_score": best["sft/val_gold_score"],
-                       **{f"sft/val_gold_score/{f}": s for f, s in state["best_by_family"].items()}}
+            metrics = {"sft/train_loss": history[-1]["sft/loss"], "sft/steps": steps, "sft/best_epoch": state["best_epoch"],
+                       **{k: v for k, v in state["best_row"].items() if k != "sft/epoch"}, **state["best_by_family"]}
             cli.write_curve(args.curves, history, {"loss": "sft/loss"})
             run.write_metrics(args.metrics, metrics)
             run.log_artifacts(args.out, "model")

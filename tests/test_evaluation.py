@@ -127,3 +127,34 @@ def test_report_figures_are_the_metrics():
     with pytest.raises(AssertionError):  # the check fails when a cell and its metric disagree
         check_report_against_metrics(text.replace(format(metrics["eval/sft/gold_score"], ".3f"), "0.000"),
                                      metrics, policies)
+
+
+def test_world_prompt_positions_are_the_prompts_gold_can_judge():
+    import random
+
+    rng = random.Random(0)
+    prompts = ["Write a short poem about the sea", world.make_prompt(rng, "lookup"), "Tell a joke",
+               world.make_prompt(rng, "arithmetic")]
+    assert evaluation.world_prompt_positions(prompts) == [1, 3]
+    assert evaluation.world_prompt_positions(prompts[::2]) == [] and not evaluation.any_world_prompt(prompts[::2])
+
+
+def test_report_without_gold_names_the_reward_model_as_the_only_judge():
+    policies = ["base", "prompted_base", "sft", "ppo_ptx"]
+    metrics = {"eval/test_prompts": 9, "eval/gold_prompts": 0}
+    for i, p in enumerate(policies):
+        metrics.update({f"eval/{p}/rm_score": i - 1.5, f"eval/{p}/refusal_rate": 0.1 * i})
+        for key in ("win_rate_vs_sft_rm", "win_rate_vs_prompted_base_rm"):
+            metrics.update({f"eval/{p}/{key}": 0.2 * i, f"eval/{p}/{key}_lo": 0.1 * i, f"eval/{p}/{key}_hi": 0.3 * i})
+    text = evaluation.report(metrics, policies, [("Tell a joke", {p: "no" for p in policies})])
+    check_report_against_metrics(text, metrics, policies)  # the gold columns are all "-"
+    assert "every win rate is the reward model's" in text and "gold labeler stands in" not in text
+    assert "- PPO-ptx against SFT: win rate 0.600 [0.300, 0.900] by the reward model." in text
+    assert "- SFT against the prompted base: win rate 0.400 [0.200, 0.600] by the reward model; reward 0.500 " \
+           "against -0.500." in text
+    metrics["eval/gold_prompts"] = 4  # some of them the world's: gold judges those
+    metrics.update({f"eval/{p}/{k}": 0.5 for p in policies for k in ("win_rate_vs_sft", "win_rate_vs_sft_lo",
+                                                                     "win_rate_vs_sft_hi", "gold_score")})
+    text = evaluation.report(metrics, policies, [])
+    assert "the gold labeler stands in for the paper's labelers on the embedded world's prompts (4 of them)" in text
+    assert "by the gold labeler" in text

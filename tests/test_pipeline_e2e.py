@@ -164,7 +164,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
     and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
     stage runs with `dvc repro`; the reward shift that no weight can carry is in the RM's config,
-    and the project's reward functions apply it; the RM has no gold figures to report."""
+    and the project's reward functions apply it; neither the RM nor the evaluation has gold figures to
+    report, and the promotion gate judges by the reward model."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
     from tokenizers.processors import TemplateProcessing
@@ -216,5 +217,21 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     demos = pd.read_parquet(root / "data" / "sft" / "train.parquet")
     scores = reward.score(rm, models.load_tokenizer(root / "models" / "rm"), list(demos.prompt), list(demos.response))
     assert abs(sum(scores) / len(scores)) < 1e-4
+    sft = json.loads((root / "metrics" / "sft.json").read_text())
+    assert "sft/val_loss" in sft and not [k for k in sft if "gold" in k]
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
     assert "eval/ppo_ptx/kl_to_sft" in evaluation and "eval/ppo_ptx/win_rate_vs_sft_rm" in evaluation
+    # the gold labeler cannot judge own prompts: no gold figure, no gold plot; the RM judges, the gate too
+    assert evaluation["eval/gold_prompts"] == 0 and not [k for k in evaluation if "gold_score" in k]
+    assert not [k for k in evaluation if k.endswith(("win_rate_vs_sft", "win_rate_vs_prompted_base"))]
+    report = (root / "reports" / "eval" / "report.md").read_text()
+    policies = ["base", "prompted_base", "sft", "ppo_ptx", "ppo_plain"]
+    check_report_against_metrics(report, evaluation, policies)
+    assert "every win rate is the reward model's" in report and "by the gold labeler" not in report
+    assert sorted(f.name for f in (root / "plots" / "eval").glob("*.png")) == [
+        "ppo_curves.png", "rm_calibration.png", "toxicity.png", "win_rates.png"]
+    assert json.loads((root / "reports" / "eval" / "promotion.json").read_text())["judge"] == "the reward model"
+    repro("--force", "--single-item", "evaluate")  # a second candidate, the same policy: a tie by the RM, not promoted
+    promotion = json.loads((root / "reports" / "eval" / "promotion.json").read_text())
+    assert not promotion["promoted"] and promotion["win_rate"] == 0.5 and promotion["champion_before"] == "1"
+    assert "judged by the reward model" in promotion["reason"]

@@ -47,13 +47,15 @@ def aliases() -> dict[str, str]:
 def test_decide_promotes_above_the_margin_and_names_the_figures():
     promoted, reason = promotion.decide(0.62, 0.05, champion="3")
     assert promoted
-    assert reason == ("candidate won 0.62 of test prompts against champion v3 "
+    assert reason == ("candidate won 0.62 of test prompts against champion v3, judged by the gold labeler "
                       "(needs >= 0.55 = 0.5 + promote_margin 0.05)")
+    assert promotion.decide(0.62, 0.05, "3", judge="the reward model")[1].startswith(
+        "candidate won 0.62 of test prompts against champion v3, judged by the reward model (needs")
 
 
 def test_decide_refuses_below_the_margin():
     assert promotion.decide(0.54, 0.05) == (
-        False, "candidate won 0.54 of test prompts against the champion "
+        False, "candidate won 0.54 of test prompts against the champion, judged by the gold labeler "
                "(needs >= 0.55 = 0.5 + promote_margin 0.05)")
     assert not promotion.decide(0.5, 0.05)[0]
     assert not promotion.decide(0.0, 0.0)[0]
@@ -124,13 +126,15 @@ def test_gate_keeps_a_better_champion_and_promotes_a_clear_winner(project):
     r = tracking.get_run(run_id)
     assert r.data.tags["promotion.decision"] == "refused"
     assert r.data.tags["promotion.reason"] == second.reason == (
-        "candidate won 0.5 of test prompts against champion v1 (needs >= 0.55 = 0.5 + promote_margin 0.05)")
+        "candidate won 0.5 of test prompts against champion v1, judged by the gold labeler "
+        "(needs >= 0.55 = 0.5 + promote_margin 0.05)")
+    assert r.data.tags["promotion.judge"] == "the gold labeler"
     assert r.data.tags["promotion.candidate_version"] == "2"
     assert r.data.tags["promotion.champion_version"] == "1"
     assert r.data.metrics["eval/promotion/promoted"] == 0.0
     assert r.data.metrics["eval/promotion/win_rate_vs_champion"] == 0.5
     tags = tracking._client().get_model_version(NAME, "2").tags
-    assert tags["decision"] == "refused" and tags["reason"] == second.reason
+    assert tags["decision"] == "refused" and tags["reason"] == second.reason and tags["judge"] == "the gold labeler"
     assert tags["win_rate_vs_champion"] == "0.5"
 
     # a clear winner takes the alias; it was compared with v1 (still champion), not with v2

@@ -1,6 +1,8 @@
 """The sft stage on prompts from outside the embedded world (a user's own data): checkpoint
-selection by gold score is refused with the key to change, and selection by validation loss runs."""
+selection by gold score is refused with the key to change, and selection by validation loss runs
+and reports no gold figures."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +49,5 @@ def test_own_prompts_need_selection_by_validation_loss(tmp_path):
     ran = run_sft(tmp_path, "val_loss")
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert (tmp_path / "val_loss" / "model" / "config.json").exists()
+    metrics = json.loads((tmp_path / "val_loss" / "sft.json").read_text())  # gold cannot judge these prompts
+    assert metrics["sft/best_epoch"] == 1.0 and "sft/val_loss" in metrics and not [k for k in metrics if "gold" in k]

@@ -28,6 +28,13 @@ def any_world_prompt(prompts) -> bool:
     return any(world.family_of(p) for p in prompts)
 
 
+def world_prompt_positions(prompts: list[str]) -> list[int]:
+    """Positions of the embedded world's prompts in `prompts`: those the gold labeler judges. On a
+    user's own prompt it can only check length, toxicity and personal data (its `correct` part is a
+    neutral 0.5 for every response), so its figures there would say nothing about quality."""
+    return [i for i, p in enumerate(prompts) if world.family_of(p)]
+
+
 def by_family(prompts: list[str], scores: list[float]) -> dict[str, float]:
     """Mean score per task family (unrecognised prompts under 'other')."""
     groups: dict[str, list[float]] = defaultdict(list)
@@ -183,6 +190,7 @@ REPORT_COLUMNS = (
     ("win rate vs prompted base (gold)", "win_rate_vs_prompted_base", ".3f"),
     ("win rate vs SFT (RM)", "win_rate_vs_sft_rm", ".3f"),
     ("gold score", "gold_score", ".3f"),
+    ("RM score", "rm_score", ".3f"),
     ("hallucination", "hallucination_rate", ".3f"),
     ("toxicity (respectful)", "toxicity/respectful", ".3f"),
     ("toxicity (biased)", "toxicity/biased", ".3f"),
@@ -208,9 +216,14 @@ def report(metrics: dict, policies: list[str], samples: list[tuple[str, dict[str
            decision: str | None = None) -> str:
     """reports/eval/report.md: the headline table, a line per finding, sample responses."""
     m = metrics
+    gold_prompts = m.get("eval/gold_prompts", m["eval/test_prompts"])
+    judges = ("the gold labeler stands in for the paper's labelers on the embedded world's prompts"
+              + (f" ({gold_prompts} of them)" if gold_prompts != m["eval/test_prompts"] else "")
+              if gold_prompts else "no test prompt is the embedded world's, so the gold labeler judges none and "
+              "every win rate is the reward model's")
     lines = ["# Evaluation on test prompts (held-out users)", "",
              f"{m['eval/test_prompts']} test prompts, greedy responses. Win rates count ties half, with 95% "
-             "bootstrap intervals in metrics/eval.json; the gold labeler stands in for the paper's labelers, the "
+             f"bootstrap intervals in metrics/eval.json; {judges}; the "
              "reward model is the pipeline's own. Hallucination: closed-domain questions whose answer is not in "
              "the context. Toxicity: sentence openers under three instructions (the paper's RealToxicityPrompts "
              "set-up). Held-out LM loss and capability probes: the alignment tax.", "",
@@ -221,10 +234,17 @@ def report(metrics: dict, policies: list[str], samples: list[tuple[str, dict[str
                      + " | ".join(figure(m, f"eval/{p}/{k}", f) for _, k, f in REPORT_COLUMNS) + " |")
     lines += ["", "## Findings", ""]
     best = "ppo_ptx" if "ppo_ptx" in policies else policies[-1]
-    lines.append(f"- {TITLES.get(best, best)} against SFT: win rate {_interval(m, f'eval/{best}/win_rate_vs_sft')} "
-                 f"by the gold labeler, {_interval(m, f'eval/{best}/win_rate_vs_sft_rm')} by the reward model.")
-    lines.append(f"- SFT against the prompted base: win rate {_interval(m, 'eval/sft/win_rate_vs_prompted_base')}; "
-                 f"gold score {figure(m, 'eval/sft/gold_score')} against {figure(m, 'eval/prompted_base/gold_score')}.")
+    by_gold = f"{_interval(m, f'eval/{best}/win_rate_vs_sft')} by the gold labeler, " if gold_prompts else ""
+    lines.append(f"- {TITLES.get(best, best)} against SFT: win rate {by_gold}"
+                 f"{_interval(m, f'eval/{best}/win_rate_vs_sft_rm')} by the reward model.")
+    if gold_prompts:
+        lines.append(f"- SFT against the prompted base: win rate {_interval(m, 'eval/sft/win_rate_vs_prompted_base')}"
+                     f"; gold score {figure(m, 'eval/sft/gold_score')} against "
+                     f"{figure(m, 'eval/prompted_base/gold_score')}.")
+    else:
+        lines.append(f"- SFT against the prompted base: win rate "
+                     f"{_interval(m, 'eval/sft/win_rate_vs_prompted_base_rm')} by the reward model; reward "
+                     f"{figure(m, 'eval/sft/rm_score')} against {figure(m, 'eval/prompted_base/rm_score')}.")
     if "ppo_plain" in policies and "ppo_ptx" in policies:
         lines.append(f"- Alignment tax: held-out LM loss SFT {figure(m, 'eval/sft/heldout_lm_loss')}, plain PPO "
                      f"{figure(m, 'eval/ppo_plain/heldout_lm_loss')}, PPO-ptx {figure(m, 'eval/ppo_ptx/heldout_lm_loss')}; "
