@@ -26,11 +26,12 @@ def main() -> None:
         records, truth = world.generate_prompt_logs(rng, w.n_users, w.prompts_per_user,
                                                     datetime(2026, 1, 1, tzinfo=timezone.utc),
                                                     pii_rate=w.pii_rate)
-        lines = [json.dumps(r) for r in records] + world.malformed_records(rng)
+        malformed = world.malformed_records(rng)  # drawn either way: the corpus below stays the same
+        lines = [json.dumps(r) for r in records] + (malformed if w.n_users else [])  # 0: no world prompt logs
         rng.shuffle(lines)
         args.prompts.mkdir(parents=True, exist_ok=True)
         for i in range(w.n_shards):
-            (args.prompts / f"shard-{i:03d}.jsonl").write_text("\n".join(lines[i::w.n_shards]) + "\n")
+            (args.prompts / f"shard-{i:03d}.jsonl").write_text("".join(line + "\n" for line in lines[i::w.n_shards]))
         args.pii_truth.write_text("".join(json.dumps(t) + "\n" for t in truth))
         docs = world.generate_corpus(rng, w.corpus_docs)
         args.corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))

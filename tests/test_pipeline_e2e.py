@@ -200,10 +200,10 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     written = sorted(f.stem for f in (root / "metrics").glob("*.json"))
     assert written == sorted(s.replace("@", "_").replace("evaluate", "eval") for s in STAGES)
     split = pd.concat([pd.read_parquet(root / "data" / "prompts" / f"{s}.parquet") for s in ("train", "val", "test")])
-    # every own row in a split; the world's n_users 0 still writes its 5 malformed rows, all quarantined
+    # every own row in a split, and nothing of the world's (its shards are empty)
     assert len(split) == 300 and split.prompt_id.str.startswith("own-").all()
     ingest = json.loads((root / "metrics" / "ingest.json").read_text())
-    assert ingest["ingest/quarantined"] == 5 and ingest["ingest/pii/email"] == 1
+    assert ingest["ingest/quarantined"] == 0 and ingest["ingest/pii/email"] == 1
     assert not split.prompt.str.contains("jane.doe@example.com").any()
     for name in ("base", "sft", "ppo/ptx", "ppo/plain"):
         assert json.loads((root / "models" / name / "config.json").read_text())["model_type"] == "llama", name
