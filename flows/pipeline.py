@@ -26,8 +26,9 @@ FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
 PROMOTION_FILE = "reports/eval/promotion.json"  # the promotion gate's decision, written by evaluate
 HEADLINE_COLUMNS = {"gold_score": "gold", "win_rate_vs_sft": "win vs SFT", "win_rate_vs_prompted_base": "win vs base",
-                    "hallucination_rate": "hallucinate", "toxicity": "toxicity", "heldout_lm_loss": "LM loss",
-                    "kl_to_sft": "KL to SFT"}  # metric under eval/<policy>/ -> column title
+                    "rm_score": "RM score", "win_rate_vs_sft_rm": "RM win v SFT", "hallucination_rate": "hallucinate",
+                    "toxicity": "toxicity", "heldout_lm_loss": "LM loss", "kl_to_sft": "KL to SFT"}
+# metric under eval/<policy>/ -> column title; the gold ones are absent on a user's own prompts
 
 
 def stage_graph(root: Path) -> list[tuple[str, list[str]]]:
@@ -128,7 +129,7 @@ def summary(result: dict) -> str:
     from rlhf.evaluation import TITLES
 
     h = result["headline"]
-    policies = [p for p in TITLES if f"eval/{p}/gold_score" in h]
+    policies = [p for p in TITLES if f"eval/{p}/rm_score" in h]  # every evaluated policy has one
     lines.append(f"  {'policy':<16}" + "".join(f"{t:>13}" for t in HEADLINE_COLUMNS.values()))
     lines += [f"  {TITLES[p]:<16}" + "".join(f"{h[f'eval/{p}/{c}']:>13.4f}" if f"eval/{p}/{c}" in h else f"{'-':>13}"
                                    for c in HEADLINE_COLUMNS) for p in policies]

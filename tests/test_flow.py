@@ -119,3 +119,18 @@ def test_failing_stage_is_retried_then_fails_the_flow(harness, repo):
     parents = client.search_runs([client.get_experiment_by_name("instructgpt").experiment_id],
                                  "tags.`rlhf.pipeline` = 'true'")
     assert [p.info.status for p in parents] == ["FAILED"]
+
+
+def test_summary_lists_every_policy_with_or_without_gold_figures():
+    from flows.pipeline import summary
+
+    stages = {"evaluate": {"status": "ran", "seconds": 1.0}}
+    gold = {"eval/sft/gold_score": 0.8, "eval/sft/rm_score": 0.0, "eval/ppo_ptx/gold_score": 0.9,
+            "eval/ppo_ptx/rm_score": 1.25, "eval/ppo_ptx/win_rate_vs_sft_rm": 0.7}
+    own = {k: v for k, v in gold.items() if "gold" not in k}  # a user's own prompts: the RM's figures only
+    for headline in (gold, own):
+        text = summary({"stages": stages, "headline": headline, "parent_run_id": "r", "experiment": "e"})
+        rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()
+                if line.startswith(("  SFT", "  PPO-ptx"))}
+        assert rows["SFT"][:5] == ["0.8000" if headline is gold else "-", "-", "-", "0.0000", "-"]
+        assert rows["PPO-ptx"][3:5] == ["1.2500", "0.7000"]
