@@ -6,7 +6,6 @@ and a calibration plot, beside two yardsticks scored on the same pairs (response
 model's log-likelihood)."""
 
 import csv
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,21 +35,16 @@ def main() -> None:
         accel = train.accelerator(common.device, c.grad_accum)
         model = reward.from_sft(args.sft)
         model.config.pad_token_id = tokenizer.pad_token_id
-        max_len = models.max_positions(model)
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
-        # a prompt whose responses all tie has no pair: it costs forward passes and teaches nothing
-        has_pairs = tr.ranks.map(lambda r: len(set(r)) > 1)
-        skipped, tr = int((~has_pairs).sum()), tr[has_pairs].reset_index(drop=True)
+        tr, skipped = reward.rankable(tr)
         if tr.empty:
             raise SystemExit(f"error: no train prompt in {args.comparisons} has two responses ranked apart")
-        steps = c.epochs * math.ceil(len(tr) / (c.batch_size * c.grad_accum * accel.num_processes))
+        steps = reward.train_steps(len(tr), c, accel.num_processes)
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes,
                                    tr[["prompt", "responses", "ranks"]].to_json())
-        history = train.fit(model, reward.ranking_batches(tokenizer, tr, c.batch_size, max_len, common.seed),
-                            reward.kway_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps,
-                            grad_accum=c.grad_accum, accel=accel, prefix="rm",
-                            on_step=lambda s, row: run.log_metrics(row, s), checkpoint_dir=args.checkpoints,
-                            checkpoint_every=common.checkpoint_every, run_id=run_id)
+        history = reward.train(model, tokenizer, tr, c, common.seed, accel,
+                               on_step=lambda s, row: run.log_metrics(row, s), checkpoint_dir=args.checkpoints,
+                               checkpoint_every=common.checkpoint_every, run_id=run_id)
         if not cli.is_main_process():
             return
         # 1. shift: demonstrations score mean 0, in the weights a plain from_pretrained loads

@@ -17,6 +17,7 @@ import torch
 from rlhf import data, evaluation, lm, models
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
+from rlhf.train import fit
 
 SHIFT_KEY = "rlhf_reward_shift"  # in the model config: the shift already subtracted from every reward
 # In the config too: the part of that shift no weight could carry (Llama-style models, below), which
@@ -101,6 +102,28 @@ def ranking_batches(tokenizer, table, batch_size: int, max_len: int, seed: int):
             yield group_batch(tokenizer, list(b.prompt), [list(r) for r in b.responses],
                               [list(r) for r in b.ranks], max_len)
         epoch += 1
+
+
+def rankable(table):
+    """The rows of a rankings table (prompt, responses, ranks) with two responses ranked apart, and
+    how many had none: a prompt whose responses all tie costs forward passes and teaches nothing."""
+    keep = table.ranks.map(lambda r: len(set(r)) > 1)
+    return table[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def train_steps(prompts: int, c, processes: int = 1) -> int:
+    """Optimizer steps of `c.epochs` passes over `prompts` prompts (`c`: the reward_model params)."""
+    return c.epochs * math.ceil(prompts / (c.batch_size * c.grad_accum * processes))
+
+
+def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[dict]:
+    """The reward_model stage's training: the K-way loss over shuffled batches of whole prompts of
+    `table` (rankable rows), `train_steps` steps at `c.lr` (`c`: the reward_model params), cosine
+    schedule after `c.warmup_steps`; `fit_kwargs` go to `train.fit` (logging, checkpoints). The
+    per-step stats."""
+    return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), kway_loss,
+               steps=train_steps(len(table), c, accel.num_processes), lr=c.lr, warmup_steps=c.warmup_steps,
+               grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
 
 
 @torch.no_grad()
