@@ -1,0 +1,61 @@
+"""benchmarks/reward_seeds.py: the weight average, the spread over seeds, and an end-to-end run on a
+tiny pipeline folder (the one reward_gap's tests build) with the project's params."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_bench_reward_gap import tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "reward_seeds.py"
+spec = importlib.util.spec_from_file_location("reward_seeds", SCRIPT)
+seeds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(seeds)
+
+
+def test_the_weight_average_is_the_element_wise_mean_in_each_tensor_dtype():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([2, 4])}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([4, 8])}
+    out = seeds.average([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["n"], torch.tensor([3, 6]))
+    assert seeds.average([a])["w"] is not a["w"] and torch.equal(seeds.average([a])["w"], a["w"])
+
+
+def test_summary_is_mean_min_and_max_of_each_figure():
+    out = seeds.summary([(0.7, 0.6), (0.8, 0.5), (0.9, 0.7)])
+    assert out["gold"] == pytest.approx({"mean": 0.8, "min": 0.7, "max": 0.9})
+    assert out["labeler"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
+
+
+def run(folder: Path, *extra: str) -> dict:
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(folder), *extra], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_runs_end_to_end_and_is_deterministic_per_seed(tmp_path):
+    folder = tiny_run(tmp_path)
+    shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
+    first = run(folder, "--seeds", "2", "--lr", "1e-3", "5e-3")
+    assert [r["lr"] for r in first["runs"]] == [1e-3, 5e-3] and first["val_prompts"] == 4
+    for r in first["runs"]:
+        assert r["epochs"] == 1 and len(r["seeds"]) == 2
+        assert r["gold"]["min"] <= r["gold"]["mean"] <= r["gold"]["max"] and 0 <= r["labeler"]["mean"] <= 1
+    # one seed: its own figures again, and the average of one model is that model
+    again = run(folder, "--seeds", "1", "--lr", "1e-3")["runs"][0]
+    assert again["seeds"][0] == first["runs"][0]["seeds"][0] == again["weight_average"]
+
+
+def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and f"{tmp_path / 'models' / 'sft' / 'config.json'} not found" in out.stderr
