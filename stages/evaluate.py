@@ -116,6 +116,8 @@ def main() -> None:
         p.add_argument(f"--{name}", type=Path, required=True, help=f"HF-format {name} model")
     p.add_argument("--ppo", type=Path, required=True, help="folder with one HF-format policy per ppo.variants entry")
     p.add_argument("--prompts", type=Path, required=True, help="folder of test.parquet prompts")
+    p.add_argument("--demonstrations", type=Path, required=True,
+                   help="folder of train.parquet demonstrations: the prompted base's examples on a user's own prompts")
     p.add_argument("--corpus", type=Path, required=True, help="pretraining corpus (JSONL): its held-out documents")
     p.add_argument("--ppo-curves", type=Path, required=True, help="folder of the PPO stages' <variant>.csv curves")
     p.add_argument("--calibration", type=Path, required=True, help="the reward model's calibration CSV")
@@ -148,7 +150,10 @@ def main() -> None:
         responses, gold, rm_scores, metrics = {}, {}, {}, {"eval/test_prompts": len(prompts),
                                                             "eval/gold_prompts": len(judged),
                                                             "eval/heldout_lm_tokens": blocks.numel()}
-        prefix = evaluation.few_shot_prefix(c.few_shot, seed)
+        # the prompted base's solved examples: the world's, or for a user's own prompts their own demonstrations
+        demos = None if judged else pd.read_parquet(args.demonstrations / "train.parquet")
+        prefix = evaluation.few_shot_prefix(c.few_shot, seed, None if demos is None else
+                                            list(zip(demos.prompt, demos.response)))
         ppo_policies = [(f"ppo_{v}", args.ppo / v, "") for v in ppo_cfg.variants]
         policies = [("base", args.base, ""), ("prompted_base", args.base, prefix), ("sft", args.sft, ""), *ppo_policies]
         for policy, path, shots in policies:
@@ -230,6 +235,7 @@ def main() -> None:
                         args.plots / "ppo_curves.png")
         reward.plot_calibration(read_csv(args.calibration), args.plots / "rm_calibration.png")
         args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "few_shot_prefix.txt").write_text(prefix)  # what the prompted base saw before each prompt
         samples = [(q, {p: responses[p][i] for p in names}) for i, q in enumerate(prompts[:5])]
         (args.report / "report.md").write_text(evaluation.report(metrics, names, samples,
                                                                  decision.summary() if decision else None))

@@ -129,6 +129,23 @@ def test_report_figures_are_the_metrics():
                                      metrics, policies)
 
 
+def test_few_shot_prefix_from_ones_own_demonstrations():
+    demos = [(f"Tell me about topic {i}", f"Topic {i} is fine.") for i in range(6)]
+    demos += [("Write two lines", "line one\nline two")]
+    prefix = evaluation.few_shot_prefix(3, seed=1, demonstrations=demos)
+    assert prefix == evaluation.few_shot_prefix(3, seed=1, demonstrations=demos)
+    assert prefix != evaluation.few_shot_prefix(3, seed=2, demonstrations=demos)
+    shots = [s for s in prefix.split("\n\n") if s]
+    assert len(shots) == 3 and len(set(shots)) == 3
+    for shot in shots:  # one-line responses only, while there are k of them
+        instruction, response = shot.split("\nResponse: ")
+        assert (instruction.removeprefix("Instruction: "), response) in demos[:6]
+    # fewer one-line responses than k: any of them; fewer demonstrations than k: all of them
+    assert "line one\nline two" in evaluation.few_shot_prefix(3, seed=0, demonstrations=demos[5:])
+    assert evaluation.few_shot_prefix(3, seed=0, demonstrations=demos[:1]) == \
+        "Instruction: Tell me about topic 0\nResponse: Topic 0 is fine.\n\n"
+
+
 def test_world_prompt_positions_are_the_prompts_gold_can_judge():
     import random
 

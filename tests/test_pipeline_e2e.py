@@ -231,6 +231,10 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     assert sorted(f.name for f in (root / "plots" / "eval").glob("*.png")) == [
         "ppo_curves.png", "rm_calibration.png", "toxicity.png", "win_rates.png"]
     assert json.loads((root / "reports" / "eval" / "promotion.json").read_text())["judge"] == "the reward model"
+    # the prompted base was shown the user's own demonstrations, not the world's tasks
+    prefix = (root / "reports" / "eval" / "few_shot_prefix.txt").read_text()
+    shots = [s.split("\nResponse: ")[0].removeprefix("Instruction: ") for s in prefix.split("\n\n") if s]
+    assert len(shots) == 3 and set(shots) <= set(pd.read_parquet(root / "data" / "sft" / "train.parquet").prompt)
     repro("--force", "--single-item", "evaluate")  # a second candidate, the same policy: a tie by the RM, not promoted
     promotion = json.loads((root / "reports" / "eval" / "promotion.json").read_text())
     assert not promotion["promoted"] and promotion["win_rate"] == 0.5 and promotion["champion_before"] == "1"

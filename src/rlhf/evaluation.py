@@ -49,17 +49,23 @@ def win_rate(a: list[float], b: list[float]) -> float:
     return sum(wins) / len(wins)
 
 
-def few_shot_prefix(k: int, seed: int = 0) -> str:
-    """k demonstrations of different task families in the policy template: the paper's
-    "GPT-3 (prompted)" baseline puts the base model in instruction-following mode this way."""
+def few_shot_prefix(k: int, seed: int = 0, demonstrations: list[tuple[str, str]] | None = None) -> str:
+    """k solved examples in the policy template: the paper's "GPT-3 (prompted)" baseline puts the
+    base model in instruction-following mode this way. By default, world prompts of different task
+    families with their gold answers; given `demonstrations` ((prompt, response) pairs: a user's own,
+    for their own prompts), k of them drawn with the seed, from those with one-line responses when
+    there are k (a prompted answer ends at its first line break)."""
     rng = random.Random(seed)
-    families = list(world.FAMILIES)
-    rng.shuffle(families)
-    shots = []
-    for family in (families * k)[:k]:
-        prompt = world.make_prompt(rng, family)
-        shots.append(f"{format_prompt(prompt)} {world.gold_answer(prompt)}\n\n")
-    return "".join(shots)
+    if demonstrations is not None:
+        one_line = [d for d in demonstrations if "\n" not in d[1]]
+        pool = one_line if len(one_line) >= k else demonstrations
+        shots = rng.sample(pool, min(k, len(pool)))
+    else:
+        families = list(world.FAMILIES)
+        rng.shuffle(families)
+        shots = [(prompt, world.gold_answer(prompt))
+                 for prompt in (world.make_prompt(rng, family) for family in (families * k)[:k])]
+    return "".join(f"{format_prompt(prompt)} {answer}\n\n" for prompt, answer in shots)
 
 
 def outcomes(a: list[float], b: list[float]) -> list[float]:
