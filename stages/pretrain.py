@@ -1,6 +1,7 @@
 """Stage pretrain: train a BPE tokenizer and a small GPT-style base LM on the corpus, or load
 the checkpoint named by pretrain.base and train nothing."""
 
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the HF-format base model")
     p.add_argument("--curves", required=True, help="CSV of the training curves (a DVC plot)")
     p.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable training state")
+    p.add_argument("--tracked-base", type=Path, required=True,
+                   help="the folder dvc.yaml lists as a dependency of this stage, for a base checkpoint of one's own")
     args = p.parse_args()
     with cli.stage("pretrain", args, SECTIONS) as (cfg, run):
         c, common = cfg["pretrain"], cfg["common"]
@@ -23,6 +26,10 @@ def main() -> None:
         train_docs, val_docs = data.split_corpus(data.read_corpus(args.corpus), common.seed)
         if c.base:
             tokenizer, model = models.load_tokenizer(c.base), models.load_causal_lm(c.base)
+            if Path(c.base).is_dir() and not Path(c.base).resolve().is_relative_to(args.tracked_base.resolve()):
+                print(f"note: DVC tracks pretrain.base={c.base} by its value only; a checkpoint replaced there in "
+                      f"place reruns nothing. In {args.tracked_base}/ its files are a dependency of this stage.",
+                      file=sys.stderr)
         else:
             tokenizer = models.train_tokenizer(train_docs, c.vocab_size)
             model = models.new_causal_lm(tokenizer, c.n_layer, c.n_head, c.n_embd, c.n_positions)

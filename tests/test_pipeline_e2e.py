@@ -163,7 +163,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     logs in data/incoming, imported demonstrations and rankings with held-out shares, SFT selected
     by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
     and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
-    stage runs with `dvc repro`; the reward shift that no weight can carry is in the RM's config,
+    stage runs with `dvc repro`, the checkpoint in data/import/base, whose files DVC tracks; the
+    reward shift that no weight can carry is in the RM's config,
     and the project's reward functions apply it; neither the RM nor the evaluation has gold figures to
     report, and the promotion gate judges by the reward model."""
     import pandas as pd
@@ -172,12 +173,12 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
 
     from rlhf import models, reward
 
-    base = tmp_path / "llama"
-    overrides = {"world": TINY["world"] | {"n_users": 0}, "pretrain": TINY["pretrain"] | {"base": str(base)},
+    overrides = {"world": TINY["world"] | {"n_users": 0}, "pretrain": TINY["pretrain"] | {"base": "data/import/base"},
                  "demonstrations": {"source": "import", "import_val_fraction": 0.2},
                  "comparisons": TINY["comparisons"] | {"source": "import", "import_val_fraction": 0.2},
                  "sft": TINY["sft"] | {"select_by": "val_loss"}}
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY | overrides)
+    base = root / "data" / "import" / "base"  # where DVC tracks the checkpoint's files
     prompts = own_data(root)
     env = pipeline_env(root)
 
@@ -239,3 +240,10 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     promotion = json.loads((root / "reports" / "eval" / "promotion.json").read_text())
     assert not promotion["promoted"] and promotion["win_rate"] == 0.5 and promotion["champion_before"] == "1"
     assert "judged by the reward model" in promotion["reason"]
+    # the checkpoint replaced in place (trained on): DVC sees it and would rerun pretrain and what follows
+    def status() -> str:
+        return subprocess.run([sys.executable, "-m", "dvc", "status", "pretrain"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300).stdout
+    assert "modified:" not in status()
+    causal_lm_checkpoint("llama", base, tok, texts, steps=2, seed=1, context=131072)
+    assert "modified:" in status() and "data/import/base" in status()
