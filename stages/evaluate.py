@@ -151,9 +151,11 @@ def main() -> None:
                                                             "eval/gold_prompts": len(judged),
                                                             "eval/heldout_lm_tokens": blocks.numel()}
         # the prompted base's solved examples: the world's, or for a user's own prompts their own demonstrations
-        demos = None if judged else pd.read_parquet(args.demonstrations / "train.parquet")
-        prefix = evaluation.few_shot_prefix(c.few_shot, seed, None if demos is None else
-                                            list(zip(demos.prompt, demos.response)))
+        demos = None
+        if not judged:
+            own = pd.read_parquet(args.demonstrations / "train.parquet")
+            demos = list(zip(own.prompt, own.response))
+        prefix = evaluation.few_shot_prefix(c.few_shot, seed, demos)
         ppo_policies = [(f"ppo_{v}", args.ppo / v, "") for v in ppo_cfg.variants]
         policies = [("base", args.base, ""), ("prompted_base", args.base, prefix), ("sft", args.sft, ""), *ppo_policies]
         for policy, path, shots in policies:

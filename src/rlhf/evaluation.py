@@ -25,10 +25,10 @@ def family(prompt: str) -> str:
 def any_world_prompt(prompts) -> bool:
     """Whether any of `prompts` is one of the embedded world's, the only prompts that the gold
     labeler can score and the simulated labelers can answer and rank (a user's own are not)."""
-    return any(world.family_of(p) for p in prompts)
+    return bool(world_prompt_positions(prompts))
 
 
-def world_prompt_positions(prompts: list[str]) -> list[int]:
+def world_prompt_positions(prompts) -> list[int]:
     """Positions of the embedded world's prompts in `prompts`: those the gold labeler judges. On a
     user's own prompt it can only check length, toxicity and personal data (its `correct` part is a
     neutral 0.5 for every response), so its figures there would say nothing about quality."""
