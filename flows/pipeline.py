@@ -17,10 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.runtime import flow_run
+# A first run starts Prefect's temporary server on a fresh database; on a slow machine that took
+# longer than Prefect's 20 s default and the run failed before any stage. Set before prefect loads.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from rlhf import config, tracking
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from rlhf import config, tracking  # noqa: E402
 
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
@@ -138,7 +142,7 @@ def summary(result: dict) -> str:
     lines += ["", f"MLflow parent run: {result['parent_run_id']} (experiment '{result['experiment']}')",
               "  MLflow UI:  make mlflow-ui    then open http://127.0.0.1:5000",
               "  Prefect UI: make server       then open http://127.0.0.1:4200",
-              "  DVC:        dvc metrics show  |  dvc plots show  |  dvc exp run -S ppo.kl_coef=0.05", ""]
+              "  DVC:        dvc metrics show  |  dvc plots show  |  dvc exp run -S ppo.kl_coef=0.1", ""]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The Prefect flow on a tiny pipeline in a temporary git + DVC repo: DAG order from dvc.yaml,
 a second run skips every stage, a failing stage is retried and then fails the flow."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,18 @@ def test_summary_lists_every_policy_with_or_without_gold_figures():
                 if line.startswith(("  SFT", "  PPO-ptx"))}
         assert rows["SFT"][:5] == ["0.8000" if headline is gold else "-", "-", "-", "0.0000", "-"]
         assert rows["PPO-ptx"][3:5] == ["1.2500", "0.7000"]
+
+
+@pytest.mark.parametrize("given, expected", [(None, 120.0), ("7", 7.0)])
+def test_the_temporary_server_gets_time_to_start_unless_told_otherwise(given, expected):
+    """Prefect's 20 s default for its temporary server to come up was too short for a first run on a
+    slow machine; the flow allows 120 s, and a value the user set wins."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    if given is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = given
+    code = ("import flows.pipeline\n"
+            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s\n"
+            "print(s.value())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) == expected
