@@ -1,7 +1,7 @@
 """Pipeline wall-clock figures with the default params, in a scratch copy of the project:
 a cold run, a second run with nothing changed, and a run after one params.yaml change.
 
-    python benchmarks/pipeline.py [--change ppo.kl_coef=0.05] [--keep DIR]
+    python benchmarks/pipeline.py [--change ppo.kl_coef=0.1] [--keep DIR]
 
 Prints the per-stage table of each run, then as its last line one JSON object with the figures.
 """
@@ -38,7 +38,7 @@ def timed_run(root: Path, env: dict) -> tuple[float, dict[str, str], str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--change", default="ppo.kl_coef=0.05", help="section.key=value for the third run")
+    p.add_argument("--change", default="ppo.kl_coef=0.1", help="section.key=value for the third run")
     p.add_argument("--keep", type=Path, help="build the scratch copy here and keep it (its metrics, models, "
                    "report and mlflow.db) instead of a temporary folder; must not exist")
     args = p.parse_args()

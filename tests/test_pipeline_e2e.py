@@ -115,7 +115,7 @@ def test_real_pipeline_end_to_end(tmp_path):
         assert parent.data.metrics["eval/ppo_ptx/gold_score"] == evaluation["eval/ppo_ptx/gold_score"]
 
         # one ppo key: only the two ppo stages and evaluate rerun; the rest is up to date
-        params["ppo"]["kl_coef"] = 0.05
+        params["ppo"]["kl_coef"] = 0.1
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         second = flow_run(root, env)
         expected = {s: "up to date" for s in STAGES} | {"ppo@ptx": "ran", "ppo@plain": "ran", "evaluate": "ran"}

@@ -273,7 +273,7 @@ class PPOConfig:
     lr: float
     """Learning rate of policy and value model (cosine decay over all optimizer steps)."""
     kl_coef: float
-    """beta: weight of the per-token KL penalty to the SFT model (paper: 0.02); the start value when adaptive_kl."""
+    """beta: weight of the per-token KL penalty to the SFT model (paper: 0.02, default 0.05); the start value when adaptive_kl."""
     adaptive_kl: bool
     """Let beta follow the measured KL toward target_kl (Ziegler et al. 2019) instead of staying at kl_coef."""
     target_kl: float
