@@ -245,7 +245,7 @@ def test_labeler_stage(world, tmp_path):
                     assert (ranks[i] == ranks[j]) == (gold[i] == gold[j])  # ties: exactly the equal gold
     assert metrics["comparisons/train_prompts"] == len(train) and metrics["comparisons/val_prompts"] == 8
     assert metrics["comparisons/labeler_noise"] >= 0
-    assert "comparisons/train_expected_inter_labeler_agreement" not in metrics  # this model's samples all tie
+    assert not {k for k in metrics if k.startswith("comparisons/train_expected_")}  # this model's samples all tie
     assert metrics["comparisons/train_pairs"] + metrics["comparisons/train_tied_pairs"] == sum(
         k * (k - 1) // 2 for k in train.responses.map(len))
     assert pd.read_parquet(tmp_path / "quarantine.parquet").empty
@@ -269,7 +269,10 @@ def test_labeler_stage_calibrates_and_logs_how_often_two_labelers_would_agree(wo
         table = pd.read_parquet(tmp_path / f"{split}.parquet")
         inter = metrics[f"comparisons/{split}_expected_inter_labeler_agreement"]
         assert inter == pytest.approx(cmp.expected_inter_labeler_agreement([list(g) for g in table.gold_scores], noise))
-        assert 0.5 < inter < cmp.expected_agreement([list(g) for g in table.gold_scores], noise)
+        expected = metrics[f"comparisons/{split}_expected_labeler_gold_agreement"]
+        assert expected == pytest.approx(cmp.expected_agreement([list(g) for g in table.gold_scores], noise))
+        assert 0.5 < inter < expected
+    assert metrics["comparisons/train_expected_labeler_gold_agreement"] == metrics["comparisons/expected_agreement"]
 
 
 def test_labeler_on_prompts_of_ones_own_is_refused_with_the_key_to_set(world, tmp_path):
@@ -317,4 +320,4 @@ def test_import_stage_without_val_fraction_has_the_labeler_rank_val_prompts(worl
     val = pd.read_parquet(tmp_path / "out" / "val.parquet")
     assert len(val) == 5 and set(val.responses.map(len)) == {3} and val.gold_scores.notna().all()
     assert metrics["comparisons/train_prompts"] == 1 and "comparisons/labeler_noise" in metrics
-    assert "comparisons/train_expected_inter_labeler_agreement" not in metrics  # train ranks were imported
+    assert not {k for k in metrics if k.startswith("comparisons/train_expected_")}  # train ranks were imported

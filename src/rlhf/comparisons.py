@@ -402,9 +402,12 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
             metrics["comparisons/expected_agreement"] = expected
         for split in sampled:
             tables[split] = rank_all(tables[split], noise, rng)
-            inter = expected_inter_labeler_agreement(list(tables[split].gold_scores), noise)
-            if inter is not None:
-                metrics[f"comparisons/{split}_expected_inter_labeler_agreement"] = inter
+            split_gold = list(tables[split].gold_scores)
+            # the measured {split}_labeler_gold_agreement is one draw of the noise; this is its expectation
+            for name, value in (("expected_labeler_gold_agreement", expected_agreement(split_gold, noise)),
+                                ("expected_inter_labeler_agreement", expected_inter_labeler_agreement(split_gold, noise))):
+                if value is not None:
+                    metrics[f"comparisons/{split}_{name}"] = value
     for split in SPLITS:
         table = tables[split]
         if table.empty:
