@@ -397,9 +397,6 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
         gold = list(tables[sampled[0]].gold_scores)
         noise = calibrate_noise(gold, cfg.target_agreement) if cfg.labeler_noise == "auto" else cfg.labeler_noise
         metrics["comparisons/labeler_noise"] = noise
-        expected = expected_agreement(gold, noise)
-        if expected is not None:
-            metrics["comparisons/expected_agreement"] = expected
         for split in sampled:
             tables[split] = rank_all(tables[split], noise, rng)
             split_gold = list(tables[split].gold_scores)
@@ -408,6 +405,9 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
                                 ("expected_inter_labeler_agreement", expected_inter_labeler_agreement(split_gold, noise))):
                 if value is not None:
                     metrics[f"comparisons/{split}_{name}"] = value
+        calibrated = metrics.get(f"comparisons/{sampled[0]}_expected_labeler_gold_agreement")
+        if calibrated is not None:  # what the calibration aimed at: target_agreement, or what a fixed noise gives
+            metrics["comparisons/expected_agreement"] = calibrated
     for split in SPLITS:
         table = tables[split]
         if table.empty:
