@@ -254,6 +254,20 @@ def test_labeler_stage(world, tmp_path):
     assert pd.read_parquet(again / "train.parquet").equals(train)  # seeded: the same rankings
 
 
+def test_each_split_draws_its_own_samples_and_noise(world, tmp_path):
+    def run(name, **changes):
+        cmp.run(cfg(k_min=2, k_max=4, max_new_tokens=4, labeler_noise=0.3, **changes), 0.5, world / "sft",
+                world / "prompts", tmp_path / name, seed=0, device="cpu")
+        return [pd.read_parquet(tmp_path / name / f"{s}.parquet") for s in ("train", "val")]
+
+    train, val = run("base", max_prompts=0, max_val_prompts=8)
+    more_val = run("more_val", max_prompts=0, max_val_prompts=20)[0]
+    assert more_val.equals(train)  # a bigger val set changes no train sample, K or rank
+    fewer_train = run("fewer_train", max_prompts=5, max_val_prompts=8)
+    assert fewer_train[1].equals(val) and len(fewer_train[0]) == 5 < len(train)
+    assert cmp.split_seed(0, "train") != cmp.split_seed(0, "val") != cmp.split_seed(1, "val")
+
+
 def test_labeler_stage_calibrates_and_logs_how_often_two_labelers_would_agree(world, tmp_path, monkeypatch):
     from rlhf import world as w
 

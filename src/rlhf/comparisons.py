@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from rlhf import label_files
 from rlhf.config import ComparisonsConfig
-from rlhf.hashing import prompt_role_mask
+from rlhf.hashing import prompt_role_mask, unit_hash
 from rlhf.train import set_seed
 
 COLUMNS = ["prompt_id", "prompt", "responses", "ranks", "gold_scores"]
@@ -189,6 +189,12 @@ def sample_and_score(model, tokenizer, prompts: pd.DataFrame, cfg: ComparisonsCo
     gold = [gold_scores([p] * len(rs), rs) for p, rs in zip(texts, responses)]
     return pd.DataFrame({"prompt_id": list(prompts.prompt_id), "prompt": texts, "responses": responses,
                          "ranks": [None] * len(texts), "gold_scores": gold})
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The seed of one split's K draws, SFT samples and labeler noise: each split draws from its
+    own stream, so that the size of one (`max_prompts`, `max_val_prompts`) changes nothing in the other."""
+    return int(unit_hash(split, f"comparisons:{seed}") * 2**31)
 
 
 def rank_all(table: pd.DataFrame, noise: float, rng: random.Random) -> pd.DataFrame:
@@ -350,22 +356,24 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("train.parquet", "val.parquet", "quarantine.parquet"):
         (out_dir / name).unlink(missing_ok=True)  # nothing stale survives a failed run
-    set_seed(seed)  # the SFT model's samples
-    rng = random.Random(seed)  # K per prompt and the labeler's noise
+    rngs: dict[str, random.Random] = {}  # per labeled split: K per prompt, then the labeler's noise
     tables: dict[str, pd.DataFrame] = {}
     quarantine = label_files.empty_quarantine()
     metrics: dict[str, float] = {}
     sampled: list[str] = []  # the splits the labeler ranks
     model = tokenizer = None
 
-    def sft():
+    def sample_split(split: str, prompts: pd.DataFrame) -> pd.DataFrame:
         nonlocal model, tokenizer
         if model is None:
             from rlhf import models
 
             tokenizer = models.load_tokenizer(sft_path)
             model = models.load_causal_lm(sft_path).to(models.pick_device(device))
-        return model, tokenizer
+        set_seed(split_seed(seed, split))  # the SFT model's samples
+        rngs[split] = random.Random(split_seed(seed, split))
+        sampled.append(split)
+        return sample_and_score(model, tokenizer, prompts, cfg, rngs[split])
 
     if cfg.source == "import":
         result = from_files(Path(cfg.import_path))
@@ -382,23 +390,21 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
             raise ComparisonsError(f"no RM prompts: no train prompt hashes into [{sft_share}, "
                                    f"{sft_share + cfg.prompt_share}) (comparisons.prompt_share)")
         _check_rankable(train_prompts, "train", "comparisons.source: import")
-        tables["train"] = sample_and_score(*sft(), train_prompts, cfg, rng)
-        sampled.append("train")
+        tables["train"] = sample_split("train", train_prompts)
     if "val" not in tables:
         val_prompts = pd.read_parquet(prompts_dir / "val.parquet")
         if cfg.max_val_prompts:
             val_prompts = val_prompts.head(cfg.max_val_prompts)
         _check_rankable(val_prompts, "val", "comparisons.import_val_fraction > 0, to validate on imported rankings"
                         if cfg.source == "import" else "comparisons.source: import")
-        tables["val"] = sample_and_score(*sft(), val_prompts, cfg, rng)
-        sampled.append("val")
+        tables["val"] = sample_split("val", val_prompts)
     if sampled:
         # calibrated on the first split the labeler ranks: train (val only when train is imported)
         gold = list(tables[sampled[0]].gold_scores)
         noise = calibrate_noise(gold, cfg.target_agreement) if cfg.labeler_noise == "auto" else cfg.labeler_noise
         metrics["comparisons/labeler_noise"] = noise
         for split in sampled:
-            tables[split] = rank_all(tables[split], noise, rng)
+            tables[split] = rank_all(tables[split], noise, rngs[split])
             split_gold = list(tables[split].gold_scores)
             # the measured {split}_labeler_gold_agreement is one draw of the noise; this is its expectation
             for name, value in (("expected_labeler_gold_agreement", expected_agreement(split_gold, noise)),
