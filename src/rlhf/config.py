@@ -207,7 +207,7 @@ class ComparisonsConfig:
     max_prompts: int
     """RM prompts that get K ranked responses, a seeded sample of the share (0: all of them)."""
     max_val_prompts: int
-    """Validation prompts that get K ranked responses (0: all of them)."""
+    """The first N val prompts get K ranked responses (0: all of them); the RM is validated on them."""
     k_min: int
     """Fewest responses ranked per prompt (paper: 4); K is drawn per prompt, seeded, in [k_min, k_max]."""
     k_max: int
