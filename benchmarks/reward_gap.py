@@ -13,7 +13,8 @@ needs the embedded world's labeler (`comparisons.source: labeler`), and it train
    first, ranking the same val samples, and how often it agrees with the first labeler's ranks
    (expected: the mean of l^2 + (1 - l)^2 over the pairs, l as in 2; and realized over --draws
    seeded draws). The paper compares its RM's accuracy on held-out labelers with how often labelers
-   agree with each other.
+   agree with each other. The same draws give the labeler's own agreement with gold draw by draw:
+   how far the target moves with the noise alone.
 2. Agreement lost per task family. A pair whose gold scores differ by d keeps its gold order in the
    labeler's ranking with probability l = Phi(d / (sigma sqrt 2)), so a ranker that inverts it loses
    2l - 1 of expected agreement against a perfect gold ranker (l when it ties the pair). Summed per
@@ -37,6 +38,7 @@ import argparse
 import json
 import random
 import re
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -92,17 +94,21 @@ def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) 
             "lost": {k: v / n for k, v in sorted(lost.items(), key=lambda kv: -kv[1])}}
 
 
-def second_labeler(val: pd.DataFrame, noise: float, draws: int, seed: int = 0) -> list[float]:
-    """Agreement of a fresh labeler (the same noise, its own draws) with the val rankings, on their
-    ranked pairs, once per draw."""
+def fresh_labelers(val: pd.DataFrame, noise: float, draws: int, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Fresh labelers (the same noise, each its own draws) on the val samples: per draw, the
+    agreement with the val rankings on their ranked pairs, and the agreement with gold (how far
+    the labeler's own figure, on which the target rests, moves from one draw to the next)."""
     rng = random.Random(seed)
     ranks = [list(k) for k in val.ranks]
-    out = []
+    gold = [list(g) for g in val.gold_scores]
+    with_rankings, with_gold = [], []
     for _ in range(draws):
-        other = [comparisons.label(list(g), noise, rng) for g in val.gold_scores]
+        other = [comparisons.label(g, noise, rng) for g in gold]
         agree, total = reward.accuracy_counts([[-k for k in r] for r in other], ranks)  # rank 0 is the best
-        out.append(agree / total)
-    return out
+        with_rankings.append(agree / total)
+        agree, total = comparisons.gold_agreement(gold, other)
+        with_gold.append(agree / total)
+    return with_rankings, with_gold
 
 
 def content_words(text: str) -> set[str]:
@@ -194,7 +200,7 @@ def main() -> None:
     labeler = labeler_agree / labeler_pairs
     target = labeler - MARGIN
     gap = agreement_lost(val, rewards, noise)
-    others = second_labeler(val, noise, args.draws)
+    others, redrawn = fresh_labelers(val, noise, args.draws)
     oracle = {w: copy_oracle(val, rewards, w) for w in ORACLE_WEIGHTS}
     probe = in_prompt_probe(args.run / "models" / "sft", train, args.probe_prompts)
 
@@ -206,6 +212,9 @@ def main() -> None:
     reach = int(sum(o >= target for o in others))
     print(f"a second labeler against the val rankings over {len(others)} draws: mean {sum(others) / len(others):.3f}, "
           f"min {min(others):.3f}, max {max(others):.3f}; {reach} of {len(others)} reach the target")
+    print(f"the labeler's agreement with gold over {len(redrawn)} fresh draws of its noise on these samples: "
+          f"mean {statistics.fmean(redrawn):.3f}, sd {statistics.pstdev(redrawn):.3f}, "
+          f"min {min(redrawn):.3f}, max {max(redrawn):.3f}")
     print("agreement lost against a perfect gold ranker, by family (sure: the labeler keeps the gold order "
           f"with probability >= {SURE}):")
     for key, value in gap["lost"].items():
@@ -226,6 +235,9 @@ def main() -> None:
         "expected_second_labeler": round(gap["second_labeler"], 4),
         "second_labeler": {"mean": round(sum(others) / len(others), 4), "min": round(min(others), 4),
                            "max": round(max(others), 4), "draws": len(others), "reach_target": reach},
+        "labeler_vs_gold_redrawn": {"mean": round(statistics.fmean(redrawn), 4),
+                                    "sd": round(statistics.pstdev(redrawn), 4), "min": round(min(redrawn), 4),
+                                    "max": round(max(redrawn), 4), "draws": len(redrawn)},
         "lost": {k: round(v, 4) for k, v in gap["lost"].items()},
         "oracle": {str(w): round(m["rm/val_accuracy"], 4) for w, m in oracle.items()},
         "oracle_best_weight": best, "oracle_best_vs_labeler": round(oracle[best]["rm/val_accuracy"], 4),
