@@ -2,12 +2,13 @@
 models, on a finished pipeline run's SFT model and comparisons.
 
     python benchmarks/reward_seeds.py [--run DIR] [--seeds 6] [--lr 5e-4 2e-4 ...] [--epochs 1]
+                                      [--likelihood-coef C]
 
 DIR is a project folder after `make run` (default: this repo) or the `repo` folder that
 `python benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ...
 is trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on
 the rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section
-with --lr and --epochs put in; the seed sets the scalar head's initialisation and the batch order)
+with --lr, --epochs and --likelihood-coef put in; the seed sets the scalar head's initialisation and the batch order)
 and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
 against gold, as the stage reports them. Seed 0 with the run's own params gives the stage's figures.
 Then the seeds' models of that lr are averaged, weight by weight, into one model (WARM, Rame et
@@ -64,6 +65,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=6, help="training seeds per lr: 0, 1, ...")
     p.add_argument("--lr", type=float, nargs="+", help="peak learning rates (default: the run's reward_model.lr)")
     p.add_argument("--epochs", type=int, help="passes over the comparisons (default: the run's reward_model.epochs)")
+    p.add_argument("--likelihood-coef", type=float,
+                   help="the likelihood term's weight, 0 for the paper's head (default: the run's reward_model.likelihood_coef)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if args.seeds < 1:
@@ -82,27 +85,28 @@ def main() -> None:
 
     figures = []
     for lr in args.lr or [c.lr]:
-        cfg = dataclasses.replace(c, lr=lr, epochs=args.epochs or c.epochs)
+        cfg = dataclasses.replace(c, lr=lr, epochs=args.epochs or c.epochs,
+                                  likelihood_coef=c.likelihood_coef if args.likelihood_coef is None else args.likelihood_coef)
         rows, states = [], []
         for seed in range(args.seeds):
             train.set_seed(seed)
-            model = reward.from_sft(sft)
+            model = reward.from_sft(sft, cfg.likelihood_coef)
             model.config.pad_token_id = tokenizer.pad_token_id
             start = time.perf_counter()
             reward.train(model, tokenizer, tr, cfg, seed, accel)
             seconds = time.perf_counter() - start
             rows.append(score(model, tokenizer, val))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-            print(f"lr {lr:g}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
+            print(f"likelihood_coef {cfg.likelihood_coef:g}, lr {lr:g}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
                   f"({seconds:.1f} s of training)", flush=True)
         model.load_state_dict(average(states))
         averaged = score(model, tokenizer, val)
         spread = summary(rows)
-        print(f"lr {lr:g}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
+        print(f"likelihood_coef {cfg.likelihood_coef:g}, lr {lr:g}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
               f"({spread['gold']['min']:.3f}-{spread['gold']['max']:.3f}), labeler {spread['labeler']['mean']:.3f} "
               f"({spread['labeler']['min']:.3f}-{spread['labeler']['max']:.3f}); weight average gold "
               f"{averaged[0]:.3f}, labeler {averaged[1]:.3f}", flush=True)
-        figures.append({"lr": lr, "epochs": cfg.epochs, "steps": reward.train_steps(len(tr), cfg),
+        figures.append({"lr": lr, "epochs": cfg.epochs, "likelihood_coef": cfg.likelihood_coef, "steps": reward.train_steps(len(tr), cfg),
                         "seeds": [{"gold": g, "labeler": lab} for g, lab in rows], **spread,
                         "weight_average": {"gold": averaged[0], "labeler": averaged[1]}})
     print(json.dumps({"run": str(args.run), "train_prompts": len(tr), "val_prompts": len(val), "runs": figures}))

@@ -1,6 +1,7 @@
-"""Stage reward_model: the SFT trunk with a scalar head, trained on K-way rankings (a prompt with its
-K ranked responses is one batch element, all K in one forward pass, the loss averaged over its
-C(K,2) pairs); then a bias shift so that demonstrations score mean 0, stored in the weights; then
+"""Stage reward_model: the SFT trunk with a scalar head (plus, with reward_model.likelihood_coef > 0,
+that many times the trunk's log-likelihood of the response: rlhf.likelihood_reward), trained on
+K-way rankings (a prompt with its K ranked responses is one batch element, all K in one forward
+pass, the loss averaged over its C(K,2) pairs); then a bias shift so that demonstrations score mean 0, stored in the weights; then
 validation accuracy against the labeler's ranks, against gold, per K, against gold per task family,
 and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
 model's log-likelihood)."""
@@ -33,7 +34,7 @@ def main() -> None:
         train.set_seed(common.seed)
         tokenizer = models.load_tokenizer(args.sft)
         accel = train.accelerator(common.device, c.grad_accum)
-        model = reward.from_sft(args.sft)
+        model = reward.from_sft(args.sft, c.likelihood_coef)
         model.config.pad_token_id = tokenizer.pad_token_id
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
         tr, skipped = reward.rankable(tr)

@@ -105,3 +105,29 @@ def test_every_field_has_a_one_line_docstring(cls):
     for f in dataclasses.fields(cls):
         assert f.name in docs, f"{cls.__name__}.{f.name} has no docstring"
         assert docs[f.name] and "\n" not in docs[f.name]
+
+
+@pytest.mark.parametrize("model_type,tied,coef,error", [
+    ("llama", True, 0.15, True),
+    ("gpt2", False, 0.15, True),
+    ("gpt2", True, 0.15, False),
+    ("llama", True, 0.0, False),   # the paper's head takes any family
+])
+def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up(params, model_type, tied, coef,
+                                                                                   error):
+    import json
+
+    def edit(d):
+        d["pretrain"]["base"] = "base"
+        d["reward_model"]["likelihood_coef"] = coef
+    path = params(edit)
+    (path.parent / "base").mkdir()
+    (path.parent / "base" / "config.json").write_text(json.dumps({"model_type": model_type,
+                                                                  "tie_word_embeddings": tied}))
+    if not error:
+        assert config.load_all(path)["reward_model"].likelihood_coef == coef
+        return
+    with pytest.raises(config.ConfigError) as e:
+        config.load_all(path)
+    assert "reward_model.likelihood_coef" in str(e.value) and "pretrain.base 'base'" in str(e.value)
+    assert str(path) in str(e.value) and model_type in str(e.value)

@@ -89,7 +89,9 @@ def test_real_pipeline_end_to_end(tmp_path):
     for name in ("base", "sft", "ppo/ptx", "ppo/plain"):
         AutoTokenizer.from_pretrained(root / "models" / name)
         AutoModelForCausalLM.from_pretrained(root / "models" / name)
-    rm = AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm")
+    # the default likelihood reward model: its class's code is saved with it
+    rm = AutoModelForSequenceClassification.from_pretrained(root / "models" / "rm", trust_remote_code=True)
+    assert type(rm).__name__ == "GPT2LikelihoodReward" and rm.config.rlhf_likelihood_coef > 0
     rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
     assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
@@ -176,7 +178,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     overrides = {"world": TINY["world"] | {"n_users": 0}, "pretrain": TINY["pretrain"] | {"base": "data/import/base"},
                  "demonstrations": {"source": "import", "import_val_fraction": 0.2},
                  "comparisons": TINY["comparisons"] | {"source": "import", "import_val_fraction": 0.2},
-                 "sft": TINY["sft"] | {"select_by": "val_loss"}}
+                 "sft": TINY["sft"] | {"select_by": "val_loss"},
+                 "reward_model": TINY["reward_model"] | {"likelihood_coef": 0.0}}  # the paper's head: any family
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY | overrides)
     base = root / "data" / "import" / "base"  # where DVC tracks the checkpoint's files
     prompts = own_data(root)

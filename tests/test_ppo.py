@@ -219,8 +219,20 @@ def test_sampler_stops_at_eos_and_pads_after_it(tok, sync_free):
             assert n == response.shape[1]
 
 
-def test_score_tokens_equals_score_on_text(tok):
-    rm = tiny_rm(tok).eval()
+def tiny_likelihood_rm(tok, coef, seed=1):
+    from rlhf.likelihood_reward import GPT2LikelihoodReward, GPT2LikelihoodRewardConfig
+
+    torch.manual_seed(seed)
+    return GPT2LikelihoodReward(GPT2LikelihoodRewardConfig(**{
+        **tiny_lm(tok).config.to_dict(), "num_labels": 1, "rlhf_likelihood_coef": coef,
+        "rlhf_response_marker": reward.response_marker(tok)}))
+
+
+@pytest.mark.parametrize("likelihood_coef", [0.0, 0.5])
+def test_score_tokens_equals_score_on_text(tok, likelihood_coef):
+    """A rollout's left-padded prompt and right-padded response score as the text does, for the
+    paper's head and for the likelihood reward model (whose response starts after the template)."""
+    rm = (tiny_likelihood_rm(tok, likelihood_coef) if likelihood_coef else tiny_rm(tok)).eval()
     rm.config.pad_token_id = tok.pad_token_id
     prompts, responses = ["What is 2 plus 2?", "hello"], ["4", "the red cat sat"]
     expected = reward.score(rm, tok, prompts, responses)

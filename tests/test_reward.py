@@ -306,3 +306,99 @@ def test_baselines_rank_by_length_and_by_the_sft_models_likelihood(monkeypatch):
     assert m["rm/baseline/sft_logprob/val_accuracy"] == 1.0 and m["rm/baseline/sft_logprob/val_accuracy_gold"] == 1.0
     assert m["rm/baseline/length/val_accuracy"] == pytest.approx(2 / 3)  # pair 1 wrong, prompt 2 right twice
     assert set(m) == {f"rm/baseline/{n}/{k}" for n in reward.BASELINES for k in ("val_accuracy", "val_accuracy_gold")}
+
+
+# -- the likelihood reward model (reward_model.likelihood_coef > 0) ----------------------------------
+
+def test_response_mask_starts_after_the_last_marker_and_stops_at_padding():
+    from rlhf.likelihood_reward import response_mask
+
+    marker, pad = [7, 8], 0
+    ids = torch.tensor([[1, 7, 8, 3, 4, pad],     # one marker: the response is 3, 4
+                        [7, 8, 5, 7, 8, 6],       # two: the response starts after the last
+                        [1, 2, 3, 4, pad, pad],   # none: every real token after the first
+                        [1, 7, 8, pad, 7, 8]])    # a marker in the padding does not count
+    attn = (ids != pad).long()
+    attn[3, 3:] = 0
+    got = response_mask(ids, attn, marker).int().tolist()
+    assert got == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def template_tok():
+    """A tokenizer that has seen the prompt template."""
+    texts = [models.format_prompt("What is 2 plus 2?") + " 4 5 four apple pear red cat Name a fruit colour"] * 20
+    return models.train_tokenizer(texts, 300)
+
+
+def gpt2_lm_checkpoint(path, tok):
+    """A tiny GPT-2 LM (tied embeddings, as pretrain makes them) saved as the SFT stage saves one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                               pad_token_id=tok.pad_token_id)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+PROMPTS = ["What is 2 plus 2?", "Name a fruit", "Name a colour"]
+DEMOS, OTHER = ["4", "apple", "red"], ["5 four", "pear cat", "four"]
+
+
+def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(template_tok, tmp_path):
+    from transformers import GPT2ForSequenceClassification
+
+    from rlhf import lm
+
+    tok = template_tok
+    sft = gpt2_lm_checkpoint(tmp_path / "sft", tok)
+    model = reward.from_sft(sft, 0.3).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    assert model.config.rlhf_response_marker == tok("\nResponse:", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        model.score.weight.normal_()
+        model.score.bias.fill_(0.25)
+    got = reward.score(model, tok, PROMPTS, OTHER)  # one right-padded batch
+    # the head alone, as transformers' own class reads it, and the LM's log-likelihood of each response
+    head = GPT2ForSequenceClassification(model.config).eval()
+    head.load_state_dict({k: v for k, v in model.state_dict().items() if k != "score.bias"})
+    plain = [s + 0.25 for s in reward.score(head, tok, PROMPTS, OTHER)]
+    ll = lm.response_logprobs(models.load_causal_lm(sft).eval(), tok, PROMPTS, OTHER)
+    assert got == pytest.approx([h + 0.3 * x for h, x in zip(plain, ll)], abs=1e-4)
+    assert min(abs(x) for x in ll) > 1  # the term is there, not a rounding error
+    # the ranking loss trains the trunk through the likelihood term as well as through the head
+    batch = reward.group_batch(tok, PROMPTS, [[d, o] for d, o in zip(DEMOS, OTHER)], [[0, 1]] * 3, 64)
+    reward.kway_loss(model, batch)[0].backward()
+    assert model.transformer.wte.weight.grad.abs().sum() > 0 and model.score.bias.grad is not None
+
+
+def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(template_tok, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    tok = template_tok
+    model = reward.from_sft(gpt2_lm_checkpoint(tmp_path / "sft", tok), 0.3).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    before_other = reward.score(model, tok, PROMPTS, OTHER)
+    shift = reward.center_on(model, tok, PROMPTS, DEMOS)  # into the head's bias: the LayerNorm feeds the LM head too
+    assert model.score.bias.item() == pytest.approx(-shift) and not hasattr(model.config, reward.OFFSET_KEY)
+    after = reward.score(model, tok, PROMPTS, DEMOS)
+    assert abs(sum(after) / len(after)) < 1e-5
+    assert reward.score(model, tok, PROMPTS, OTHER) == pytest.approx([b - shift for b in before_other], abs=1e-5)
+    models.save(model, tok, tmp_path / "rm")
+    assert (tmp_path / "rm" / "likelihood_reward.py").exists()
+    loaded = reward.load(tmp_path / "rm")
+    assert reward.score(loaded, models.load_tokenizer(tmp_path / "rm"), PROMPTS, DEMOS) == pytest.approx(after, abs=1e-5)
+    remote = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1,
+                                                                trust_remote_code=True).eval()
+    assert type(remote).__name__ == "GPT2LikelihoodReward"
+    assert reward.score(remote, tok, PROMPTS, DEMOS) == pytest.approx(after, abs=1e-5)
+    # without the code, transformers refuses: it never silently loads the head alone
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1, trust_remote_code=False)
+
+
+def test_likelihood_reward_needs_a_gpt2_model_with_tied_embeddings(template_tok, tmp_path):
+    sft = causal_lm_checkpoint("llama", tmp_path / "llama", template_tok)
+    with pytest.raises(ValueError, match="likelihood_coef 0.2 needs a GPT-2-family model.*llama"):
+        reward.from_sft(sft, 0.2)

@@ -252,6 +252,8 @@ class RewardModelConfig:
     """Peak learning rate (cosine decay after warmup)."""
     warmup_steps: int
     """Steps of linear warmup."""
+    likelihood_coef: float
+    """0: the paper's head (a scalar read of the last token). c > 0 (GPT-2 family): reward = head + c x the trunk's log-likelihood of the response (rlhf.likelihood_reward; loading it needs trust_remote_code=True outside this project)."""
 
 
 @dataclass(frozen=True)
@@ -411,7 +413,27 @@ def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
     missing = [s for s in SECTIONS if s not in params]
     if missing:
         raise ConfigError(f"{path}: missing section(s) {', '.join(map(repr, missing))}")
-    return {s: build(cls, params[s], s, path) for s, cls in SECTIONS.items()}
+    cfg = {s: build(cls, params[s], s, path) for s, cls in SECTIONS.items()}
+    _check_likelihood_base(cfg, path)
+    return cfg
+
+
+def _check_likelihood_base(cfg: dict[str, Any], path: str | Path) -> None:
+    """The likelihood reward model (reward_model.likelihood_coef > 0) is GPT-2 only: a local
+    pretrain.base of another family is an error here, before pretrain and SFT spend their time
+    (a hub id is checked when the reward_model stage loads it)."""
+    coef, base = cfg["reward_model"].likelihood_coef, cfg["pretrain"].base
+    folder = Path(path).resolve().parent / base if base else None
+    if not coef or folder is None or not (folder / "config.json").is_file():
+        return
+    import json
+
+    model = json.loads((folder / "config.json").read_text())
+    if model.get("model_type") != "gpt2" or not model.get("tie_word_embeddings", True):
+        raise ConfigError(f"{path}: reward_model.likelihood_coef is {coef}, which needs a GPT-2-family base model "
+                          f"with tied embeddings, and pretrain.base {base!r} is a {model.get('model_type')} "
+                          f"(tie_word_embeddings={model.get('tie_word_embeddings', True)}); set "
+                          f"reward_model.likelihood_coef to 0 (the paper's head)")
 
 
 def _coerce(value: Any, hint: Any) -> Any:

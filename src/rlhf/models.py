@@ -61,7 +61,9 @@ def new_causal_lm(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    # never run code from a checkpoint folder (nor ask whether to: that waits on a terminal); the
+    # likelihood reward model's folder has some, for its model class only
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if tok.pad_token is None:  # many hub checkpoints ship without one
         tok.pad_token = tok.eos_token
     return tok

@@ -1,4 +1,6 @@
-"""The reward model: the SFT trunk with a scalar head, trained on K-way rankings.
+"""The reward model: the SFT trunk with a scalar head, trained on K-way rankings; with a likelihood
+coefficient, the head plus that many times the trunk's log-likelihood of the response
+(`rlhf.likelihood_reward`). Every function here takes either.
 
 A batch element is one prompt with all its K ranked responses; K may differ between the prompts of
 one batch. All responses of a batch go through the model in one forward pass, as one [N, T] batch
@@ -9,6 +11,7 @@ mask that is False on the slots of prompts with fewer responses.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -25,17 +28,51 @@ SHIFT_KEY = "rlhf_reward_shift"  # in the model config: the shift already subtra
 OFFSET_KEY = "rlhf_reward_offset"
 
 
-def from_sft(path: str | Path):
-    """The SFT model with its LM head replaced by a fresh scalar head (no dropout)."""
+def from_sft(path: str | Path, likelihood_coef: float = 0.0):
+    """The SFT model with its LM head replaced by a fresh scalar head (no dropout). With
+    `likelihood_coef` c > 0 (GPT-2 family only), a `GPT2LikelihoodReward` instead: the head (with a
+    bias) plus c times the trunk's log-likelihood of the response, through the LM head kept tied to
+    the input embeddings (`rlhf.likelihood_reward`); saving it writes that class's code beside the
+    weights, so that transformers loads it with `trust_remote_code=True`."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(path), config=models.load_config(path, dropout=0.0, num_labels=1))
+    cfg = models.load_config(path, dropout=0.0, num_labels=1)
+    if not likelihood_coef:
+        return AutoModelForSequenceClassification.from_pretrained(str(path), config=cfg)
+    if cfg.model_type != "gpt2" or not getattr(cfg, "tie_word_embeddings", True):
+        raise ValueError(f"{path}: reward_model.likelihood_coef {likelihood_coef} needs a GPT-2-family model "
+                         f"with tied input and output embeddings, and this one is a {cfg.model_type} "
+                         f"(tie_word_embeddings={getattr(cfg, 'tie_word_embeddings', None)}); set it to 0")
+    from rlhf.likelihood_reward import COEF_KEY, MARKER_KEY, GPT2LikelihoodReward, GPT2LikelihoodRewardConfig
+
+    cfg = GPT2LikelihoodRewardConfig(**{**cfg.to_dict(), COEF_KEY: float(likelihood_coef),
+                                        MARKER_KEY: response_marker(models.load_tokenizer(path))})
+    GPT2LikelihoodRewardConfig.register_for_auto_class()
+    GPT2LikelihoodReward.register_for_auto_class("AutoModelForSequenceClassification")
+    return GPT2LikelihoodReward.from_pretrained(str(path), config=cfg)
+
+
+def response_marker(tokenizer) -> list[int]:
+    """The token ids that end every formatted prompt ("\nResponse:"), as they come out of
+    tokenizing a whole prompt (`data.encode_pairs` tokenizes prompt and response apart, so the
+    response starts right after them)."""
+    suffix = models.PROMPT_TEMPLATE.split("{prompt}")[1]
+    marker = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(models.format_prompt("Name a colour."), add_special_tokens=False)["input_ids"]
+    if not marker or whole[-len(marker):] != marker:
+        raise ValueError(f"the tokenizer does not give the template's end {suffix!r} the same ids inside a "
+                         f"prompt ({whole[-len(marker):]}) as alone ({marker})")
+    return marker
 
 
 def load(path: str | Path):
+    """A reward model saved by the reward_model stage (either head)."""
     from transformers import AutoModelForSequenceClassification
 
+    from rlhf.likelihood_reward import GPT2LikelihoodReward, GPT2LikelihoodRewardConfig
+
+    if json.loads((Path(path) / "config.json").read_text()).get("model_type") == GPT2LikelihoodRewardConfig.model_type:
+        return GPT2LikelihoodReward.from_pretrained(str(path), num_labels=1)
     return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
 
 

@@ -1,0 +1,85 @@
+"""A GPT-2 reward model that adds the trunk's own log-likelihood of the response to the scalar head:
+
+    r(x, y) = w . h_last + b + c * sum over response tokens y_t of log p(y_t | x, y_<t)
+
+h_last is the final hidden state of the last real token (as `GPT2ForSequenceClassification` reads
+it), w and b the scalar head (with a bias, which carries the demonstrations-mean-0 shift), p the
+trunk's next-token distribution through its tied LM head (the input embeddings), and c the config's
+`rlhf_likelihood_coef`, a fixed number. The response is every real token after the last occurrence
+of the config's `rlhf_response_marker` (the token ids that end the prompt template, "\\nResponse:");
+in a row without the marker the sum runs over every real token after the first, which changes the
+reward by c * log p(prompt), the same for every response to one prompt.
+
+Why: the paper's head reads one hidden state, and a small RM trained on a few thousand noisy pairs
+does not learn from it whether the words of a response are the right ones (a reversed list, a
+summary, a looked-up fact), though the trunk's likelihood of them holds much of that. Adding the
+likelihood gives the head that evidence and lets the ranking loss fine-tune it.
+
+This file imports only torch and transformers: the reward_model stage saves a copy beside the
+weights (`auto_map` in config.json), so that
+`AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True)`
+gives these rewards anywhere. TRL's PPO reads `model.score` on the backbone's hidden states and not
+`forward`, so it would see the head's part only.
+"""
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+COEF_KEY = "rlhf_likelihood_coef"
+MARKER_KEY = "rlhf_response_marker"
+
+
+def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, marker: list[int]) -> torch.Tensor:
+    """[B, T] bool: each row's real tokens after the last occurrence of the id sequence `marker`;
+    where a row has none, its real tokens after the first."""
+    width, m = input_ids.shape[1], len(marker)
+    cols = torch.arange(width, device=input_ids.device)
+    start = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    if 0 < m <= width:
+        want = torch.tensor(marker, device=input_ids.device)
+        hit = (input_ids.unfold(1, m, 1) == want).all(-1) & attention_mask[:, m - 1:].bool()  # [B, T-m+1]
+        end = torch.where(hit, cols[:width - m + 1] + m, -1).max(1).values
+        start = torch.where(end >= 0, end, start)
+    return (cols.unsqueeze(0) >= start.unsqueeze(1)) & attention_mask.bool()
+
+
+class GPT2LikelihoodRewardConfig(GPT2Config):
+    """GPT-2's config under its own model type, so that transformers refuses to load the model
+    without this file (`trust_remote_code=True`) instead of loading the head alone."""
+
+    model_type = "gpt2_likelihood_reward"
+
+
+class GPT2LikelihoodReward(GPT2ForSequenceClassification):
+    config_class = GPT2LikelihoodRewardConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(config.n_embd, 1, bias=True)
+        nn.init.normal_(self.score.weight, std=config.initializer_range)
+        nn.init.zeros_(self.score.bias)
+
+    def response_log_likelihood(self, hidden: torch.Tensor, input_ids: torch.Tensor,
+                                attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B]: the sum of log p(token) over each row's response tokens, from the final hidden
+        states `hidden` [B, T, d] through the tied LM head (logits only where they are needed)."""
+        mask = response_mask(input_ids, attention_mask, list(getattr(self.config, MARKER_KEY, [])))[:, 1:]
+        rows = mask.nonzero(as_tuple=True)
+        logits = (hidden[:, :-1][rows] @ self.transformer.wte.weight.T).float()
+        logp = torch.log_softmax(logits, -1).gather(1, input_ids[:, 1:][rows].unsqueeze(1)).squeeze(1)
+        return torch.zeros(input_ids.shape[0], device=hidden.device).index_add(0, rows[0], logp)
+
+    def forward(self, input_ids=None, attention_mask=None, return_dict=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # the last real token, as GPT2ForSequenceClassification finds it: the rightmost non-padding one
+        pad = self.config.pad_token_id
+        real = attention_mask.bool() if pad is None else (input_ids != pad) & attention_mask.bool()
+        last = (torch.arange(input_ids.shape[1], device=input_ids.device) * real).argmax(-1)
+        head = self.score(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1)
+        coef = float(getattr(self.config, COEF_KEY, 0.0))
+        reward = head.float() + coef * self.response_log_likelihood(hidden, input_ids, attention_mask)
+        return SequenceClassifierOutputWithPast(logits=reward.unsqueeze(-1))
