@@ -108,10 +108,12 @@ def test_every_field_has_a_one_line_docstring(cls):
 
 
 @pytest.mark.parametrize("model_type,tied,coef,error", [
-    ("llama", True, 0.15, True),
+    ("llama", False, 0.15, True),
     ("gpt2", False, 0.15, True),
+    ("opt", True, 0.15, True),
     ("gpt2", True, 0.15, False),
-    ("llama", True, 0.0, False),   # the paper's head takes any family
+    ("qwen2", True, 0.15, False),
+    ("opt", False, 0.0, False),    # the paper's head takes any family
 ])
 def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up(params, model_type, tied, coef,
                                                                                    error):

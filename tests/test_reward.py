@@ -136,17 +136,18 @@ def test_shift_uses_the_head_bias_where_there_is_one():
 
 
 def causal_lm_checkpoint(family: str, path, tok, texts: list[str] = (), steps: int = 0, seed: int = 0,
-                         context: int = 96):
+                         context: int = 96, tied: bool = False):
     """A tiny causal LM of a hub family (`gpt_neox`, `opt`, `llama`, `qwen2`) with a context of
     `context` tokens, saved with `tok` the way hub checkpoints of these families often come (no pad
-    token in the config), after `steps` steps of language modelling on `texts`."""
+    token in the config), after `steps` steps of language modelling on `texts`; `tied`: Llama's and
+    Qwen2's LM head is the input embeddings (Llama 3.2 1B, Qwen2.5 0.5B)."""
     from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, OPTConfig,
                               OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
     torch.manual_seed(seed)
     ids = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
     llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=context, **ids)
+                      num_key_value_heads=2, max_position_embeddings=context, tie_word_embeddings=tied, **ids)
     model = {
         "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -331,8 +332,11 @@ def template_tok():
     return models.train_tokenizer(texts, 300)
 
 
-def gpt2_lm_checkpoint(path, tok):
-    """A tiny GPT-2 LM (tied embeddings, as pretrain makes them) saved as the SFT stage saves one."""
+def lm_checkpoint(family: str, path, tok):
+    """A tiny LM with tied embeddings (as pretrain makes GPT-2, and Llama 3.2 1B and Qwen2.5 0.5B
+    come) saved as the SFT stage saves one."""
+    if family != "gpt2":
+        return causal_lm_checkpoint(family, path, tok, tied=True)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -344,15 +348,15 @@ def gpt2_lm_checkpoint(path, tok):
 
 PROMPTS = ["What is 2 plus 2?", "Name a fruit", "Name a colour"]
 DEMOS, OTHER = ["4", "apple", "red"], ["5 four", "pear cat", "four"]
+LIKELIHOOD_FAMILIES = ["gpt2", "llama", "qwen2"]
 
 
-def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(template_tok, tmp_path):
-    from transformers import GPT2ForSequenceClassification
-
+@pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
+def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(family, template_tok, tmp_path):
     from rlhf import lm
 
     tok = template_tok
-    sft = gpt2_lm_checkpoint(tmp_path / "sft", tok)
+    sft = lm_checkpoint(family, tmp_path / "sft", tok)
     model = reward.from_sft(sft, 0.3).eval()
     model.config.pad_token_id = tok.pad_token_id
     assert model.config.rlhf_response_marker == tok("\nResponse:", add_special_tokens=False)["input_ids"]
@@ -360,9 +364,13 @@ def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(
         model.score.weight.normal_()
         model.score.bias.fill_(0.25)
     got = reward.score(model, tok, PROMPTS, OTHER)  # one right-padded batch
-    # the head alone, as transformers' own class reads it, and the LM's log-likelihood of each response
-    head = GPT2ForSequenceClassification(model.config).eval()
-    head.load_state_dict({k: v for k, v in model.state_dict().items() if k != "score.bias"})
+    # the head alone, as transformers' own class of the family reads it, and the LM's
+    # log-likelihood of each response
+    plain_cls = type(model).__bases__[1]
+    assert plain_cls.__name__.endswith("ForSequenceClassification")
+    plain_cfg = type(model.config).__bases__[0](**{k: v for k, v in model.config.to_dict().items() if k != "model_type"})
+    head = plain_cls(plain_cfg).eval()
+    head.load_state_dict({k: v for k, v in model.state_dict().items() if k != "score.bias"}, strict=False)
     plain = [s + 0.25 for s in reward.score(head, tok, PROMPTS, OTHER)]
     ll = lm.response_logprobs(models.load_causal_lm(sft).eval(), tok, PROMPTS, OTHER)
     assert got == pytest.approx([h + 0.3 * x for h, x in zip(plain, ll)], abs=1e-4)
@@ -370,17 +378,20 @@ def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(
     # the ranking loss trains the trunk through the likelihood term as well as through the head
     batch = reward.group_batch(tok, PROMPTS, [[d, o] for d, o in zip(DEMOS, OTHER)], [[0, 1]] * 3, 64)
     reward.kway_loss(model, batch)[0].backward()
-    assert model.transformer.wte.weight.grad.abs().sum() > 0 and model.score.bias.grad is not None
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0 and model.score.bias.grad is not None
 
 
-def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(template_tok, tmp_path):
+@pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
+def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(family, template_tok, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     tok = template_tok
-    model = reward.from_sft(gpt2_lm_checkpoint(tmp_path / "sft", tok), 0.3).eval()
+    model = reward.from_sft(lm_checkpoint(family, tmp_path / "sft", tok), 0.3).eval()
     model.config.pad_token_id = tok.pad_token_id
+    with torch.no_grad():
+        model.score.weight.normal_()
     before_other = reward.score(model, tok, PROMPTS, OTHER)
-    shift = reward.center_on(model, tok, PROMPTS, DEMOS)  # into the head's bias: the LayerNorm feeds the LM head too
+    shift = reward.center_on(model, tok, PROMPTS, DEMOS)  # into the head's bias: the final norm feeds the LM head too
     assert model.score.bias.item() == pytest.approx(-shift) and not hasattr(model.config, reward.OFFSET_KEY)
     after = reward.score(model, tok, PROMPTS, DEMOS)
     assert abs(sum(after) / len(after)) < 1e-5
@@ -388,17 +399,20 @@ def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(templa
     models.save(model, tok, tmp_path / "rm")
     assert (tmp_path / "rm" / "likelihood_reward.py").exists()
     loaded = reward.load(tmp_path / "rm")
+    assert type(loaded) is type(model)
     assert reward.score(loaded, models.load_tokenizer(tmp_path / "rm"), PROMPTS, DEMOS) == pytest.approx(after, abs=1e-5)
     remote = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1,
                                                                 trust_remote_code=True).eval()
-    assert type(remote).__name__ == "GPT2LikelihoodReward"
+    assert type(remote).__name__ == type(model).__name__
     assert reward.score(remote, tok, PROMPTS, DEMOS) == pytest.approx(after, abs=1e-5)
     # without the code, transformers refuses: it never silently loads the head alone
     with pytest.raises(ValueError, match="trust_remote_code"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1, trust_remote_code=False)
 
 
-def test_likelihood_reward_needs_a_gpt2_model_with_tied_embeddings(template_tok, tmp_path):
-    sft = causal_lm_checkpoint("llama", tmp_path / "llama", template_tok)
-    with pytest.raises(ValueError, match="likelihood_coef 0.2 needs a GPT-2-family model.*llama"):
+@pytest.mark.parametrize("family,tied", [("llama", False), ("gpt_neox", True)])
+def test_likelihood_reward_needs_a_known_family_with_tied_embeddings(family, tied, template_tok, tmp_path):
+    sft = causal_lm_checkpoint(family, tmp_path / family, template_tok, tied=tied)
+    with pytest.raises(ValueError, match=f"likelihood_coef 0.2 needs a base model of the gpt2, llama, qwen2 "
+                                         f"families.*{family}.*set reward_model.likelihood_coef to 0"):
         reward.from_sft(sft, 0.2)

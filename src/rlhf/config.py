@@ -253,7 +253,7 @@ class RewardModelConfig:
     warmup_steps: int
     """Steps of linear warmup."""
     likelihood_coef: float
-    """0: the paper's head (a scalar read of the last token). c > 0 (GPT-2 family): reward = head + c x the trunk's log-likelihood of the response (rlhf.likelihood_reward; loading it needs trust_remote_code=True outside this project)."""
+    """0: the paper's head (a scalar read of the last token). c > 0 (GPT-2, Llama, Qwen2 with tied embeddings): reward = head + c x the trunk's log-likelihood of the response (rlhf.likelihood_reward; loading it needs trust_remote_code=True outside this project)."""
 
 
 @dataclass(frozen=True)
@@ -419,21 +419,23 @@ def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
 
 
 def _check_likelihood_base(cfg: dict[str, Any], path: str | Path) -> None:
-    """The likelihood reward model (reward_model.likelihood_coef > 0) is GPT-2 only: a local
-    pretrain.base of another family is an error here, before pretrain and SFT spend their time
-    (a hub id is checked when the reward_model stage loads it)."""
+    """The likelihood reward model (reward_model.likelihood_coef > 0) needs a GPT-2, Llama or Qwen2
+    model with tied embeddings: a local pretrain.base of anything else is an error here, before
+    pretrain and SFT spend their time (a hub id is checked when the reward_model stage loads it)."""
     coef, base = cfg["reward_model"].likelihood_coef, cfg["pretrain"].base
     folder = Path(path).resolve().parent / base if base else None
     if not coef or folder is None or not (folder / "config.json").is_file():
         return
     import json
 
+    from rlhf.reward import likelihood_family
+
     model = json.loads((folder / "config.json").read_text())
-    if model.get("model_type") != "gpt2" or not model.get("tie_word_embeddings", True):
-        raise ConfigError(f"{path}: reward_model.likelihood_coef is {coef}, which needs a GPT-2-family base model "
-                          f"with tied embeddings, and pretrain.base {base!r} is a {model.get('model_type')} "
-                          f"(tie_word_embeddings={model.get('tie_word_embeddings', True)}); set "
-                          f"reward_model.likelihood_coef to 0 (the paper's head)")
+    try:
+        likelihood_family(model.get("model_type"), model.get("tie_word_embeddings", True),
+                          f"{path}: reward_model.likelihood_coef is {coef}, which")
+    except ValueError as e:
+        raise ConfigError(f"{e} (pretrain.base {base!r})") from None
 
 
 def _coerce(value: Any, hint: Any) -> Any:

@@ -1,14 +1,16 @@
-"""A GPT-2 reward model that adds the trunk's own log-likelihood of the response to the scalar head:
+"""A reward model that adds the trunk's own log-likelihood of the response to the scalar head:
 
     r(x, y) = w . h_last + b + c * sum over response tokens y_t of log p(y_t | x, y_<t)
 
-h_last is the final hidden state of the last real token (as `GPT2ForSequenceClassification` reads
-it), w and b the scalar head (with a bias, which carries the demonstrations-mean-0 shift), p the
-trunk's next-token distribution through its tied LM head (the input embeddings), and c the config's
+h_last is the final hidden state of the last real token (as transformers' `*ForSequenceClassification`
+reads it), w and b the scalar head (with a bias, which carries the demonstrations-mean-0 shift), p the
+trunk's next-token distribution through its LM head, which must be tied to the input embeddings (the
+sequence-classification classes keep those and drop an untied LM head), and c the config's
 `rlhf_likelihood_coef`, a fixed number. The response is every real token after the last occurrence
 of the config's `rlhf_response_marker` (the token ids that end the prompt template, "\\nResponse:");
 in a row without the marker the sum runs over every real token after the first, which changes the
-reward by c * log p(prompt), the same for every response to one prompt.
+reward by c * log p(prompt), the same for every response to one prompt. Families: GPT-2, Llama and
+Qwen2 (`FAMILIES`), each under a model type of its own.
 
 Why: the paper's head reads one hidden state, and a small RM trained on a few thousand noisy pairs
 does not learn from it whether the words of a response are the right ones (a reversed list, a
@@ -18,13 +20,16 @@ likelihood gives the head that evidence and lets the ranking loss fine-tune it.
 This file imports only torch and transformers: the reward_model stage saves a copy beside the
 weights (`auto_map` in config.json), so that
 `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True)`
-gives these rewards anywhere. TRL's PPO reads `model.score` on the backbone's hidden states and not
-`forward`, so it would see the head's part only.
+gives these rewards anywhere, and transformers refuses to load the folder without it. TRL's PPO
+reads `model.score` on the backbone's hidden states and not `forward`, so it would see the head's
+part only.
 """
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers import (GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification,
+                          LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2ForSequenceClassification, Qwen2Model,
+                          Qwen2PreTrainedModel)
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 COEF_KEY = "rlhf_likelihood_coef"
@@ -45,21 +50,22 @@ def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, marker:
     return (cols.unsqueeze(0) >= start.unsqueeze(1)) & attention_mask.bool()
 
 
-class GPT2LikelihoodRewardConfig(GPT2Config):
-    """GPT-2's config under its own model type, so that transformers refuses to load the model
-    without this file (`trust_remote_code=True`) instead of loading the head alone."""
+class LikelihoodRewardMixin:
+    """The reward above, for a `*ForSequenceClassification` class that it comes before in the bases."""
 
-    model_type = "gpt2_likelihood_reward"
-
-
-class GPT2LikelihoodReward(GPT2ForSequenceClassification):
-    config_class = GPT2LikelihoodRewardConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.score = nn.Linear(config.n_embd, 1, bias=True)
+    def _likelihood_head(self, config) -> None:
+        self.score = nn.Linear(config.hidden_size, 1, bias=True)
         nn.init.normal_(self.score.weight, std=config.initializer_range)
         nn.init.zeros_(self.score.bias)
+
+    def _llama_style_init(self, config, pretrained_cls, trunk_cls) -> None:
+        """What Llama's and Qwen2's `*ForSequenceClassification.__init__` do, without its
+        `AutoModel.from_config`, which does not know this file's configs."""
+        pretrained_cls.__init__(self, config)
+        self.num_labels = config.num_labels
+        self.model = trunk_cls(config)
+        self._likelihood_head(config)
+        self.post_init()
 
     def response_log_likelihood(self, hidden: torch.Tensor, input_ids: torch.Tensor,
                                 attention_mask: torch.Tensor) -> torch.Tensor:
@@ -67,15 +73,16 @@ class GPT2LikelihoodReward(GPT2ForSequenceClassification):
         states `hidden` [B, T, d] through the tied LM head (logits only where they are needed)."""
         mask = response_mask(input_ids, attention_mask, list(getattr(self.config, MARKER_KEY, [])))[:, 1:]
         rows = mask.nonzero(as_tuple=True)
-        logits = (hidden[:, :-1][rows] @ self.transformer.wte.weight.T).float()
+        logits = (hidden[:, :-1][rows] @ self.get_input_embeddings().weight.T).float()
         logp = torch.log_softmax(logits, -1).gather(1, input_ids[:, 1:][rows].unsqueeze(1)).squeeze(1)
         return torch.zeros(input_ids.shape[0], device=hidden.device).index_add(0, rows[0], logp)
 
     def forward(self, input_ids=None, attention_mask=None, return_dict=None, **kwargs):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # the last real token, as GPT2ForSequenceClassification finds it: the rightmost non-padding one
+        trunk = getattr(self, self.base_model_prefix)
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # the last real token, as transformers' classes find it: the rightmost non-padding one
         pad = self.config.pad_token_id
         real = attention_mask.bool() if pad is None else (input_ids != pad) & attention_mask.bool()
         last = (torch.arange(input_ids.shape[1], device=input_ids.device) * real).argmax(-1)
@@ -83,3 +90,46 @@ class GPT2LikelihoodReward(GPT2ForSequenceClassification):
         coef = float(getattr(self.config, COEF_KEY, 0.0))
         reward = head.float() + coef * self.response_log_likelihood(hidden, input_ids, attention_mask)
         return SequenceClassifierOutputWithPast(logits=reward.unsqueeze(-1))
+
+
+# Each family's config under a model type of its own, so that transformers refuses to load the model
+# without this file (`trust_remote_code=True`) instead of loading the head alone.
+
+class GPT2LikelihoodRewardConfig(GPT2Config):
+    model_type = "gpt2_likelihood_reward"
+
+
+class GPT2LikelihoodReward(LikelihoodRewardMixin, GPT2ForSequenceClassification):
+    config_class = GPT2LikelihoodRewardConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._likelihood_head(config)
+
+
+class LlamaLikelihoodRewardConfig(LlamaConfig):
+    model_type = "llama_likelihood_reward"
+
+
+class LlamaLikelihoodReward(LikelihoodRewardMixin, LlamaForSequenceClassification):
+    config_class = LlamaLikelihoodRewardConfig
+
+    def __init__(self, config):
+        self._llama_style_init(config, LlamaPreTrainedModel, LlamaModel)
+
+
+class Qwen2LikelihoodRewardConfig(Qwen2Config):
+    model_type = "qwen2_likelihood_reward"
+
+
+class Qwen2LikelihoodReward(LikelihoodRewardMixin, Qwen2ForSequenceClassification):
+    config_class = Qwen2LikelihoodRewardConfig
+
+    def __init__(self, config):
+        self._llama_style_init(config, Qwen2PreTrainedModel, Qwen2Model)
+
+
+# the base model's model_type -> (config class, model class)
+FAMILIES = {"gpt2": (GPT2LikelihoodRewardConfig, GPT2LikelihoodReward),
+            "llama": (LlamaLikelihoodRewardConfig, LlamaLikelihoodReward),
+            "qwen2": (Qwen2LikelihoodRewardConfig, Qwen2LikelihoodReward)}

@@ -30,26 +30,36 @@ OFFSET_KEY = "rlhf_reward_offset"
 
 def from_sft(path: str | Path, likelihood_coef: float = 0.0):
     """The SFT model with its LM head replaced by a fresh scalar head (no dropout). With
-    `likelihood_coef` c > 0 (GPT-2 family only), a `GPT2LikelihoodReward` instead: the head (with a
-    bias) plus c times the trunk's log-likelihood of the response, through the LM head kept tied to
-    the input embeddings (`rlhf.likelihood_reward`); saving it writes that class's code beside the
-    weights, so that transformers loads it with `trust_remote_code=True`."""
+    `likelihood_coef` c > 0, a likelihood reward model instead (`rlhf.likelihood_reward`; GPT-2,
+    Llama or Qwen2 with tied embeddings): the head (with a bias) plus c times the trunk's
+    log-likelihood of the response through the LM head; saving it writes its class's code beside
+    the weights, so that transformers loads it with `trust_remote_code=True`."""
     from transformers import AutoModelForSequenceClassification
 
     cfg = models.load_config(path, dropout=0.0, num_labels=1)
     if not likelihood_coef:
         return AutoModelForSequenceClassification.from_pretrained(str(path), config=cfg)
-    if cfg.model_type != "gpt2" or not getattr(cfg, "tie_word_embeddings", True):
-        raise ValueError(f"{path}: reward_model.likelihood_coef {likelihood_coef} needs a GPT-2-family model "
-                         f"with tied input and output embeddings, and this one is a {cfg.model_type} "
-                         f"(tie_word_embeddings={getattr(cfg, 'tie_word_embeddings', None)}); set it to 0")
-    from rlhf.likelihood_reward import COEF_KEY, MARKER_KEY, GPT2LikelihoodReward, GPT2LikelihoodRewardConfig
+    from rlhf.likelihood_reward import COEF_KEY, MARKER_KEY
 
-    cfg = GPT2LikelihoodRewardConfig(**{**cfg.to_dict(), COEF_KEY: float(likelihood_coef),
-                                        MARKER_KEY: response_marker(models.load_tokenizer(path))})
-    GPT2LikelihoodRewardConfig.register_for_auto_class()
-    GPT2LikelihoodReward.register_for_auto_class("AutoModelForSequenceClassification")
-    return GPT2LikelihoodReward.from_pretrained(str(path), config=cfg)
+    config_cls, model_cls = likelihood_family(cfg.model_type, getattr(cfg, "tie_word_embeddings", True),
+                                              f"{path}: reward_model.likelihood_coef {likelihood_coef}")
+    cfg = config_cls(**{**cfg.to_dict(), COEF_KEY: float(likelihood_coef),
+                        MARKER_KEY: response_marker(models.load_tokenizer(path))})
+    config_cls.register_for_auto_class()
+    model_cls.register_for_auto_class("AutoModelForSequenceClassification")
+    return model_cls.from_pretrained(str(path), config=cfg)
+
+
+def likelihood_family(model_type: str, tied: bool, what: str):
+    """The likelihood reward model's (config class, model class) for a base model's family, or a
+    ValueError that starts with `what`."""
+    from rlhf.likelihood_reward import FAMILIES
+
+    if model_type not in FAMILIES or not tied:
+        raise ValueError(f"{what} needs a base model of the {', '.join(FAMILIES)} families with tied input and "
+                         f"output embeddings, and this one is a {model_type} (tie_word_embeddings={tied}); "
+                         f"set reward_model.likelihood_coef to 0 (the paper's head)")
+    return FAMILIES[model_type]
 
 
 def response_marker(tokenizer) -> list[int]:
@@ -69,10 +79,12 @@ def load(path: str | Path):
     """A reward model saved by the reward_model stage (either head)."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.likelihood_reward import GPT2LikelihoodReward, GPT2LikelihoodRewardConfig
+    from rlhf.likelihood_reward import FAMILIES
 
-    if json.loads((Path(path) / "config.json").read_text()).get("model_type") == GPT2LikelihoodRewardConfig.model_type:
-        return GPT2LikelihoodReward.from_pretrained(str(path), num_labels=1)
+    saved = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    for config_cls, model_cls in FAMILIES.values():
+        if saved == config_cls.model_type:
+            return model_cls.from_pretrained(str(path), num_labels=1)
     return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
 
 
