@@ -8,7 +8,8 @@ DIR is a project folder after `make run` (default: this repo) or the `repo` fold
 `python benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ...
 is trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on
 the rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section
-with --lr, --epochs and --likelihood-coef put in; the seed sets the scalar head's initialisation and the batch order)
+with --lr, --epochs and --likelihood-coef put in; the seed sets the scalar head's initialisation
+and the batch order)
 and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
 against gold, as the stage reports them. Seed 0 with the run's own params gives the stage's figures.
 Then the seeds' models of that lr are averaged, weight by weight, into one model (WARM, Rame et

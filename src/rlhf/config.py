@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -426,8 +427,6 @@ def _check_likelihood_base(cfg: dict[str, Any], path: str | Path) -> None:
     folder = Path(path).resolve().parent / base if base else None
     if not coef or folder is None or not (folder / "config.json").is_file():
         return
-    import json
-
     from rlhf.reward import likelihood_family
 
     model = json.loads((folder / "config.json").read_text())

@@ -133,3 +133,5 @@ class Qwen2LikelihoodReward(LikelihoodRewardMixin, Qwen2ForSequenceClassificatio
 FAMILIES = {"gpt2": (GPT2LikelihoodRewardConfig, GPT2LikelihoodReward),
             "llama": (LlamaLikelihoodRewardConfig, LlamaLikelihoodReward),
             "qwen2": (Qwen2LikelihoodRewardConfig, Qwen2LikelihoodReward)}
+# a saved likelihood reward model's model_type -> its class
+SAVED = {config_cls.model_type: model_cls for config_cls, model_cls in FAMILIES.values()}

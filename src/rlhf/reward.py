@@ -79,12 +79,11 @@ def load(path: str | Path):
     """A reward model saved by the reward_model stage (either head)."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.likelihood_reward import FAMILIES
+    from rlhf.likelihood_reward import SAVED
 
-    saved = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    for config_cls, model_cls in FAMILIES.values():
-        if saved == config_cls.model_type:
-            return model_cls.from_pretrained(str(path), num_labels=1)
+    likelihood_cls = SAVED.get(json.loads((Path(path) / "config.json").read_text()).get("model_type"))
+    if likelihood_cls is not None:
+        return likelihood_cls.from_pretrained(str(path), num_labels=1)
     return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
 
 
