@@ -9,7 +9,8 @@ GPT-2-style policy sized by `params.yaml`'s `pretrain` section and a reward mode
 there: policy and reference from the policy, reward and value model from the RM. Both run plain PPO
 (no ptx; TRL has none) with the same batch (episodes per iteration), minibatch, PPO epochs,
 response length (stopping at EOS), temperature 1, learning rate, KL coefficient, clip ranges and
-GAE settings, and on CUDA both under bf16 autocast. TRL runs with gradient checkpointing off (its
+GAE settings, and on CUDA both under bf16 autocast (TRL's through ACCELERATE_MIXED_PRECISION, which
+its bare Accelerator() reads; the run stops if TRL's accelerator is not in bf16). TRL runs with gradient checkpointing off (its
 default is on, which would only slow it), no sample generations and no saving.
 
 Episodes/s is measured from the end of the warm-up iterations to the end of the last one (per
@@ -110,6 +111,9 @@ def run_ours(folder: Path, prompts: list[str], args) -> dict:
                               minibatch_size=args.minibatch_size, ppo_epochs=args.ppo_epochs,
                               max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr, ptx_coef=0.0,
                               adaptive_kl=False, max_kl=1e9, sample_every=0)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a TRL run before this one left its own state
     tok = models.load_tokenizer(folder / "policy")
     model = ppo.PolicyAndValue(models.load_causal_lm(folder / "policy"), reward.load(folder / "rm"))
     trainer = ppo.PPOTrainer(model, models.load_causal_lm(folder / "policy"), reward.load(folder / "rm"), tok, cfg,
@@ -155,6 +159,9 @@ def run_trl(folder: Path, prompts: list[str], args, out_dir: Path) -> dict:
         gamma=c.gamma, lam=c.lam, num_sample_generations=0, gradient_checkpointing=False,
         bf16=args.device == "cuda", use_cpu=args.device == "cpu", report_to=[], save_strategy="no",
         logging_strategy="no", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0)
+    # TRL's PPOTrainer builds a bare Accelerator(), which takes its precision from this variable;
+    # transformers 4.x set it from bf16=True, transformers 5 no longer does (TRL would run in fp32)
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if args.device == "cuda" else "no"
     trainer = PPOTrainer(
         args=config, processing_class=tok, model=AutoModelForCausalLM.from_pretrained(folder / "policy"),
         ref_model=AutoModelForCausalLM.from_pretrained(folder / "policy"),
@@ -162,6 +169,8 @@ def run_trl(folder: Path, prompts: list[str], args, out_dir: Path) -> dict:
         value_model=AutoModelForSequenceClassification.from_pretrained(folder / "rm", num_labels=1),
         train_dataset=dataset, eval_dataset=dataset.select(range(args.batch_size)), callbacks=[Stamp()])
     trainer.remove_callback(PrinterCallback)
+    if trainer.accelerator.mixed_precision != config.mixed_precision:
+        sys.exit(f"TRL's accelerator runs in {trainer.accelerator.mixed_precision}, not {config.mixed_precision}")
     start = time.perf_counter()
     trainer.train()
     stamps.insert(0, start)

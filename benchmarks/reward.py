@@ -3,7 +3,7 @@ its K ranked responses is one batch element, each response goes through the mode
 averages its C(K,2) pairs) and pairwise expansion (each ranked pair a separate example, both of
 its responses forwarded, as the anchors do).
 
-    python benchmarks/reward.py [--prompts 400] [--val-prompts 100] [--k-min 4] [--k-max 9] [--steps 0]
+    python benchmarks/reward.py [--prompts 400] [--val-prompts 100] [--k-min 4] [--k-max 9] [--steps 0] [--device cpu|cuda]
 
 Self-contained, no network: in a temporary folder it builds world prompts of every task family, K
 candidate responses per prompt (the gold answer and variants that lose gold score: wrong answers
@@ -21,7 +21,8 @@ Examples are ranked pairs (what the loss counts): examples/s = pairs trained on 
 Forward passes are sequence forwards (one response through the model once): sum of K for K-way,
 2 per pair for pairwise; so the sequences-per-pair ratio, 2 C(K,2) / K = K - 1, is what one epoch of
 K-way saves; the paper counts a pair's forward as one pass and writes the saving as C(K,2) / K =
-(K - 1) / 2. Timings are figures, never a pass/fail. Prints a table, then as its last line one JSON
+(K - 1) / 2. With --device cuda all three runs train on the GPU under bf16 autocast (the
+stage's `train.accelerator`). Timings are figures, never a pass/fail. Prints a table, then as its last line one JSON
 object.
 """
 
@@ -110,7 +111,7 @@ def run(name: str, model, tokenizer, table: pd.DataFrame, batch_size: int, steps
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     history = train.fit(model, counted(), reward.kway_loss, steps=steps, lr=args.lr, warmup_steps=max(1, steps // 20),
-                        accel=train.accelerator("cpu"), prefix="rm")
+                        accel=train.accelerator(args.device), prefix="rm")
     seconds = time.perf_counter() - start
     pairs = sum(int(ranked_pairs(b["ranks"], b["mask"]).sum()) for b in done)
     sequences = sum(int(b["mask"].sum()) for b in done)
@@ -141,7 +142,11 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=1000, help="corpus documents for the tokenizer")
     p.add_argument("--threads", type=int, default=cores())
     p.add_argument("--seed", type=int, default=common.seed)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the runs train on the GPU with bf16 autocast")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     train.set_seed(args.seed)
     started = time.perf_counter()
@@ -170,6 +175,14 @@ def main() -> None:
     kway_model, pair_model, long_model = (copy.deepcopy(model) for _ in range(3))
     setup_s = time.perf_counter() - started
 
+    cold = None
+    if args.device == "cuda":
+        # CUDA pays once per new batch shape (kernel choice, memory pool growth): untimed runs over
+        # the same batches first, so that the timed ones measure the steady state (their own
+        # pairs/s are printed as the cold figures)
+        cold = [run(name, copy.deepcopy(model), tokenizer, t, bs, n, args, va)["examples_per_s"]
+                for name, t, bs, n in (("K-way", tr, args.batch_size, steps_kway),
+                                       ("pairwise", pairs, pair_batch, steps_pairs))]
     kway = run("K-way", kway_model, tokenizer, tr, args.batch_size, steps_kway, args, va)
     pairwise = run("pairwise", pair_model, tokenizer, pairs, pair_batch, steps_pairs, args, va)
     # K-way again, for as many steps (so about as many forward passes) as the pairwise run took
@@ -179,7 +192,8 @@ def main() -> None:
     seq_ratio = 2 * n_pairs / int(ks.sum())
 
     print(f"model: GPT-2 {args.n_layer} layers x {args.n_embd} ({args.n_head} heads) + scalar head, {n_params:,} "
-          f"parameters, vocab {len(tokenizer)}; torch {torch.__version__}, {args.threads} threads")
+          f"parameters, vocab {len(tokenizer)}; torch {torch.__version__}, "
+          + (torch.cuda.get_device_name() + " (bf16 autocast)" if args.device == "cuda" else f"{args.threads} threads"))
     print(f"data: {len(tr)} train prompts, K {args.k_min}..{args.k_max} (mean {ks.mean():.2f}), {int(ks.sum())} "
           f"responses, {n_pairs} ranked pairs; {len(va)} val prompts; labeler noise {noise:.3f}, val agreement "
           f"with gold {agree / total:.3f}")
@@ -198,6 +212,9 @@ def main() -> None:
     print(f"speed ratio (pairs/s, K-way over pairwise): {ratio:.2f}; sequence forwards per pair: pairwise 2, "
           f"K-way {int(ks.sum()) / n_pairs:.3f}, so {seq_ratio:.2f} is the ideal (K - 1 for a fixed K); the "
           f"paper's count, a pair's forward as one pass, gives {seq_ratio / 2:.2f} ((K - 1) / 2)")
+    if cold:
+        print(f"untimed first runs over these batch shapes (CUDA): K-way {cold[0]:.1f}, pairwise {cold[1]:.1f} pairs/s "
+              f"(ratio {cold[0] / cold[1]:.2f})")
     print(f"set-up {setup_s:.1f} s; whole benchmark {time.perf_counter() - started:.1f} s")
     print(json.dumps({
         "kway_examples_per_s": round(kway["examples_per_s"], 1),
@@ -211,7 +228,9 @@ def main() -> None:
         "kway_same_compute_val_accuracy": round(same["val_accuracy"], 4),
         "kway_same_compute_val_accuracy_gold": round(same["val_accuracy_gold"], 4),
         "kway_steps": kway["steps"], "pairwise_steps": pairwise["steps"], "prompts": len(tr), "pairs": n_pairs,
-        "mean_k": round(float(ks.mean()), 3), "model_params": n_params,
+        "mean_k": round(float(ks.mean()), 3), "model_params": n_params, "device": args.device,
+        "cold_kway_examples_per_s": round(cold[0], 1) if cold else None,
+        "cold_pairwise_examples_per_s": round(cold[1], 1) if cold else None,
     }), flush=True)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"pretrain_tokens_per_s", "sft_tokens_per_s", "hf_trainer_sft_tokens_per_s", "ratio_ours_over_hf",
-        "sft_final_loss_ours", "sft_final_loss_hf", "device", "steps", "batch_size", "seq_len", "model_params"}
+        "sft_final_loss_ours", "sft_final_loss_hf", "device", "steps", "batch_size", "seq_len", "model_params",
+        "sft_warmup_run_tokens_per_s"}
 
 
 @pytest.mark.slow
@@ -25,7 +26,7 @@ def test_bench_train_tiny():
     result = json.loads(lines[-1])
     assert set(result) == KEYS
     assert (result["device"], result["steps"], result["batch_size"], result["seq_len"]) == ("cpu", 5, 4, 128)
-    assert result["model_params"] > 0
+    assert result["model_params"] > 0 and result["sft_warmup_run_tokens_per_s"] is None  # CUDA only
     for key in ("pretrain_tokens_per_s", "sft_tokens_per_s", "hf_trainer_sft_tokens_per_s", "ratio_ours_over_hf"):
         assert result[key] > 0 and math.isfinite(result[key])
     assert math.isclose(result["sft_final_loss_ours"], result["sft_final_loss_hf"], rel_tol=1e-4)
