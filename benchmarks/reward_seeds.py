@@ -2,13 +2,13 @@
 models, on a finished pipeline run's SFT model and comparisons.
 
     python benchmarks/reward_seeds.py [--run DIR] [--seeds 6] [--lr 5e-4 2e-4 ...] [--epochs 1]
-                                      [--likelihood-coef C]
+                                      [--likelihood-coef C] [--lm-coef L]
 
 DIR is a project folder after `make run` (default: this repo) or the `repo` folder that
 `python benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ...
 is trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on
 the rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section
-with --lr, --epochs and --likelihood-coef put in; the seed sets the scalar head's initialisation
+with --lr, --epochs, --likelihood-coef and --lm-coef put in; the seed sets the scalar head's initialisation
 and the batch order)
 and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
 against gold, as the stage reports them. Seed 0 with the run's own params gives the stage's figures.
@@ -68,6 +68,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="passes over the comparisons (default: the run's reward_model.epochs)")
     p.add_argument("--likelihood-coef", type=float,
                    help="the likelihood term's weight, 0 for the paper's head (default: the run's reward_model.likelihood_coef)")
+    p.add_argument("--lm-coef", type=float,
+                   help="the LM loss's weight on the best-ranked responses, 0 for none (default: the run's reward_model.lm_coef)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if args.seeds < 1:
@@ -86,8 +88,13 @@ def main() -> None:
 
     figures = []
     for lr in args.lr or [c.lr]:
-        cfg = dataclasses.replace(c, lr=lr, epochs=args.epochs or c.epochs,
-                                  likelihood_coef=c.likelihood_coef if args.likelihood_coef is None else args.likelihood_coef)
+        try:
+            cfg = dataclasses.replace(
+                c, lr=lr, epochs=args.epochs or c.epochs,
+                likelihood_coef=c.likelihood_coef if args.likelihood_coef is None else args.likelihood_coef,
+                lm_coef=c.lm_coef if args.lm_coef is None else args.lm_coef)
+        except config.ConfigError as e:
+            p.error(f"{e} (--likelihood-coef, --lm-coef)")
         rows, states = [], []
         for seed in range(args.seeds):
             train.set_seed(seed)
@@ -98,16 +105,16 @@ def main() -> None:
             seconds = time.perf_counter() - start
             rows.append(score(model, tokenizer, val))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-            print(f"likelihood_coef {cfg.likelihood_coef:g}, lr {lr:g}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
+            print(f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
                   f"({seconds:.1f} s of training)", flush=True)
         model.load_state_dict(average(states))
         averaged = score(model, tokenizer, val)
         spread = summary(rows)
-        print(f"likelihood_coef {cfg.likelihood_coef:g}, lr {lr:g}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
+        print(f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
               f"({spread['gold']['min']:.3f}-{spread['gold']['max']:.3f}), labeler {spread['labeler']['mean']:.3f} "
               f"({spread['labeler']['min']:.3f}-{spread['labeler']['max']:.3f}); weight average gold "
               f"{averaged[0]:.3f}, labeler {averaged[1]:.3f}", flush=True)
-        figures.append({"lr": lr, "epochs": cfg.epochs, "likelihood_coef": cfg.likelihood_coef, "steps": reward.train_steps(len(tr), cfg),
+        figures.append({"lr": lr, "epochs": cfg.epochs, "likelihood_coef": cfg.likelihood_coef, "lm_coef": cfg.lm_coef, "steps": reward.train_steps(len(tr), cfg),
                         "seeds": [{"gold": g, "labeler": lab} for g, lab in rows], **spread,
                         "weight_average": {"gold": averaged[0], "labeler": averaged[1]}})
     print(json.dumps({"run": str(args.run), "train_prompts": len(tr), "val_prompts": len(val), "runs": figures}))

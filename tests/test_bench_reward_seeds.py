@@ -52,10 +52,19 @@ def test_runs_end_to_end_and_is_deterministic_per_seed(tmp_path):
     # one seed: its own figures again, and the average of one model is that model
     again = run(folder, "--seeds", "1", "--lr", "1e-3")["runs"][0]
     assert again["seeds"][0] == first["runs"][0]["seeds"][0] == again["weight_average"]
-    assert again["likelihood_coef"] == 0.15  # the project's params: the likelihood reward model
+    assert (again["likelihood_coef"], again["lm_coef"]) == (0.15, 0.0)  # the project's params
     # the paper's head is another model: other figures
     other = run(folder, "--seeds", "1", "--lr", "1e-3", "--likelihood-coef", "0")["runs"][0]
-    assert other["likelihood_coef"] == 0.0 and other["seeds"][0] != again["seeds"][0]
+    assert (other["likelihood_coef"], other["lm_coef"]) == (0.0, 0.0) and other["seeds"][0] != again["seeds"][0]
+
+
+def test_the_paper_head_with_an_lm_loss_is_a_usage_error(tmp_path):
+    folder = tiny_run(tmp_path)
+    shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(folder), "--seeds", "1", "--likelihood-coef", "0",
+                          "--lm-coef", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "lm_coef 1.0 needs the likelihood reward model" in out.stderr
 
 
 def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):

@@ -122,6 +122,7 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
     def edit(d):
         d["pretrain"]["base"] = "base"
         d["reward_model"]["likelihood_coef"] = coef
+        d["reward_model"]["lm_coef"] = 1.0 if coef else 0.0
     path = params(edit)
     (path.parent / "base").mkdir()
     (path.parent / "base" / "config.json").write_text(json.dumps({"model_type": model_type,
@@ -133,3 +134,17 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
         config.load_all(path)
     assert "reward_model.likelihood_coef" in str(e.value) and "pretrain.base 'base'" in str(e.value)
     assert str(path) in str(e.value) and model_type in str(e.value)
+
+
+@pytest.mark.parametrize("likelihood_coef,lm_coef,message", [
+    (0.0, 1.0, "lm_coef 1.0 needs the likelihood reward model"),
+    (0.15, -0.5, "must be >= 0"),
+    (-0.1, 0.0, "must be >= 0"),
+])
+def test_reward_model_coefficients_are_checked(params, likelihood_coef, lm_coef, message):
+    def edit(d):
+        d["reward_model"].update(likelihood_coef=likelihood_coef, lm_coef=lm_coef)
+    path = params(edit)
+    with pytest.raises(config.ConfigError, match=message) as e:
+        config.load_all(path)
+    assert str(path) in str(e.value) and "reward_model" in str(e.value)

@@ -4,6 +4,7 @@ Llama-style models, the config), reward models from several hub families, and th
 figures (accuracy against ranks, gold and per K; calibration)."""
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -379,6 +380,65 @@ def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(
     batch = reward.group_batch(tok, PROMPTS, [[d, o] for d, o in zip(DEMOS, OTHER)], [[0, 1]] * 3, 64)
     reward.kway_loss(model, batch)[0].backward()
     assert model.get_input_embeddings().weight.grad.abs().sum() > 0 and model.score.bias.grad is not None
+
+
+@pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
+def test_lm_coef_adds_the_mean_token_loss_of_each_prompts_best_ranked_responses(family, template_tok, tmp_path):
+    from rlhf import data, lm
+
+    tok = template_tok
+    sft = lm_checkpoint(family, tmp_path / "sft", tok)
+    model = reward.from_sft(sft, 0.3).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    # K varies within the batch; the second prompt's two responses tie at the top, so both count
+    responses = [[DEMOS[0], OTHER[0], "four"], [DEMOS[1], OTHER[1]], [OTHER[2], DEMOS[2]]]
+    ranks = [[1, 0, 2], [0, 0], [1, 0]]
+    best = [(PROMPTS[0], OTHER[0]), (PROMPTS[1], DEMOS[1]), (PROMPTS[1], OTHER[1]), (PROMPTS[2], DEMOS[2])]
+    batch = reward.group_batch(tok, PROMPTS, responses, ranks, 64)
+    ranking, stats = reward.kway_loss(model, batch)
+    assert "rm/lm_loss" not in stats
+    total, stats = reward.kway_loss(model, batch, lm_coef=0.7)
+    # the causal LM's own next-token loss on each best response (its tokens and EOS), averaged
+    # over its tokens, then over the best responses
+    causal = models.load_causal_lm(sft).eval()
+    per_token = [-lm.response_logprobs(causal, tok, [p], [r])[0]
+                 / sum(x != data.IGNORE for x in data.encode_pairs(tok, [p], [r], 64)[0]["labels"]) for p, r in best]
+    expected = sum(per_token) / len(per_token)
+    assert stats["rm/lm_loss"] == pytest.approx(expected, rel=1e-4)
+    assert total.item() == pytest.approx(ranking.item() + 0.7 * expected, rel=1e-4)
+
+
+def test_training_adds_the_lm_loss_by_reward_model_lm_coef(template_tok, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from rlhf import config, train
+
+    tok = template_tok
+    sft = lm_checkpoint("gpt2", tmp_path / "sft", tok)
+    table = pd.DataFrame({"prompt": PROMPTS, "responses": [[d, o] for d, o in zip(DEMOS, OTHER)],
+                          "ranks": [[0, 1]] * 3})
+    c = config.load("reward_model", Path(__file__).resolve().parents[1] / "params.yaml")
+    histories = {}
+    for lm_coef in (0.0, 1.0):
+        train.set_seed(0)
+        model = reward.from_sft(sft, 0.15)
+        model.config.pad_token_id = tok.pad_token_id
+        histories[lm_coef] = reward.train(model, tok, table, dataclasses.replace(c, batch_size=2, lm_coef=lm_coef), 0,
+                                          train.accelerator("cpu"))
+    assert all("rm/lm_loss" not in row for row in histories[0.0])
+    assert all(row["rm/lm_loss"] > 0 for row in histories[1.0])
+    assert histories[1.0][0]["rm/loss"] > histories[0.0][0]["rm/loss"]  # the same first batch, plus the LM loss
+
+
+def test_lm_coef_needs_the_likelihood_reward_model(template_tok, tmp_path):
+    tok = template_tok
+    model = reward.from_sft(lm_checkpoint("gpt2", tmp_path / "sft", tok))  # the paper's head
+    model.config.pad_token_id = tok.pad_token_id
+    batch = reward.group_batch(tok, PROMPTS, [[d, o] for d, o in zip(DEMOS, OTHER)], [[0, 1]] * 3, 64)
+    with pytest.raises(ValueError, match="lm_coef 0.5 needs a likelihood reward model"):
+        reward.kway_loss(model, batch, lm_coef=0.5)
 
 
 @pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)

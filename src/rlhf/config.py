@@ -255,6 +255,15 @@ class RewardModelConfig:
     """Steps of linear warmup."""
     likelihood_coef: float
     """0: the paper's head (a scalar read of the last token). c > 0 (GPT-2, Llama, Qwen2 with tied embeddings): reward = head + c x the trunk's log-likelihood of the response (rlhf.likelihood_reward; loading it needs trust_remote_code=True outside this project)."""
+    lm_coef: float
+    """Weight of an LM loss added during training: the trunk's mean next-token loss on each prompt's best-ranked responses (Yang et al. 2024). Needs likelihood_coef > 0. 0 (default): none; at 1 the RM agrees with the labeler more often and PPO on it does worse (README)."""
+
+    def __post_init__(self) -> None:
+        if self.likelihood_coef < 0 or self.lm_coef < 0:
+            raise ConfigError("reward_model: likelihood_coef and lm_coef must be >= 0")
+        if self.lm_coef and not self.likelihood_coef:
+            raise ConfigError(f"reward_model: lm_coef {self.lm_coef} needs the likelihood reward model "
+                              "(likelihood_coef > 0): the paper's head has no LM head; set lm_coef to 0 with it")
 
 
 @dataclass(frozen=True)

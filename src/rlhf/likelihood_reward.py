@@ -17,13 +17,15 @@ does not learn from it whether the words of a response are the right ones (a rev
 summary, a looked-up fact), though the trunk's likelihood of them holds much of that. Adding the
 likelihood gives the head that evidence and lets the ranking loss fine-tune it.
 
-This file imports only torch and transformers: the reward_model stage saves a copy beside the
+This file imports only the standard library, torch and transformers: the reward_model stage saves a copy beside the
 weights (`auto_map` in config.json), so that
 `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True)`
 gives these rewards anywhere, and transformers refuses to load the folder without it. TRL's PPO
 reads `model.score` on the backbone's hidden states and not `forward`, so it would see the head's
 part only.
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -50,6 +52,16 @@ def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, marker:
     return (cols.unsqueeze(0) >= start.unsqueeze(1)) & attention_mask.bool()
 
 
+@dataclass
+class LikelihoodRewardOutput(SequenceClassifierOutputWithPast):
+    """The reward in `logits` [B, 1], and its likelihood part before the coefficient: the sum of
+    log p over each row's response tokens [B] and how many tokens that is [B] (the reward model's
+    training adds an LM loss on them, `reward_model.lm_coef`)."""
+
+    response_log_likelihood: torch.Tensor | None = None
+    response_tokens: torch.Tensor | None = None
+
+
 class LikelihoodRewardMixin:
     """The reward above, for a `*ForSequenceClassification` class that it comes before in the bases."""
 
@@ -68,14 +80,16 @@ class LikelihoodRewardMixin:
         self.post_init()
 
     def response_log_likelihood(self, hidden: torch.Tensor, input_ids: torch.Tensor,
-                                attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B]: the sum of log p(token) over each row's response tokens, from the final hidden
-        states `hidden` [B, T, d] through the tied LM head (logits only where they are needed)."""
+                                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B], [B]): the sum of log p(token) over each row's response tokens, from the final
+        hidden states `hidden` [B, T, d] through the tied LM head (logits only where they are
+        needed), and the number of those tokens."""
         mask = response_mask(input_ids, attention_mask, list(getattr(self.config, MARKER_KEY, [])))[:, 1:]
         rows = mask.nonzero(as_tuple=True)
         logits = (hidden[:, :-1][rows] @ self.get_input_embeddings().weight.T).float()
         logp = torch.log_softmax(logits, -1).gather(1, input_ids[:, 1:][rows].unsqueeze(1)).squeeze(1)
-        return torch.zeros(input_ids.shape[0], device=hidden.device).index_add(0, rows[0], logp)
+        total = torch.zeros(input_ids.shape[0], device=hidden.device).index_add(0, rows[0], logp)
+        return total, mask.sum(1)
 
     def forward(self, input_ids=None, attention_mask=None, return_dict=None, **kwargs):
         if attention_mask is None:
@@ -88,8 +102,9 @@ class LikelihoodRewardMixin:
         last = (torch.arange(input_ids.shape[1], device=input_ids.device) * real).argmax(-1)
         head = self.score(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1)
         coef = float(getattr(self.config, COEF_KEY, 0.0))
-        reward = head.float() + coef * self.response_log_likelihood(hidden, input_ids, attention_mask)
-        return SequenceClassifierOutputWithPast(logits=reward.unsqueeze(-1))
+        log_likelihood, tokens = self.response_log_likelihood(hidden, input_ids, attention_mask)
+        return LikelihoodRewardOutput(logits=(head.float() + coef * log_likelihood).unsqueeze(-1),
+                                      response_log_likelihood=log_likelihood, response_tokens=tokens)
 
 
 # Each family's config under a model type of its own, so that transformers refuses to load the model

@@ -10,6 +10,7 @@ mask that is False on the slots of prompts with fewer responses.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -111,20 +112,38 @@ def group_batch(tokenizer, prompts: list[str], responses: list[list[str]], ranks
     return batch
 
 
-def rewards(model, batch: dict) -> torch.Tensor:
-    """[B, K_max] scalar rewards of a group batch (0 on padding slots)."""
+def _forward(model, batch: dict):
+    """(the model's output on the batch's N responses, [B, K_max] rewards with 0 on padding slots)."""
     device = next(model.parameters()).device
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
     flat = out.logits.squeeze(-1).float() - reward_offset(model)
     mask = batch["mask"].to(device)
-    return flat.new_zeros(mask.shape).masked_scatter(mask, flat)
+    return out, flat.new_zeros(mask.shape).masked_scatter(mask, flat)
 
 
-def kway_loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
-    r = rewards(model, batch)
+def rewards(model, batch: dict) -> torch.Tensor:
+    """[B, K_max] scalar rewards of a group batch (0 on padding slots)."""
+    return _forward(model, batch)[1]
+
+
+def kway_loss(model, batch: dict, lm_coef: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The K-way ranking loss of the batch; with `lm_coef` > 0 (a likelihood reward model only)
+    plus lm_coef x the trunk's mean next-token loss on each prompt's best-ranked responses (rank 0,
+    all of them where several tie), as Yang et al. 2024 regularise a reward model's hidden states."""
+    out, r = _forward(model, batch)
     ranks, mask = batch["ranks"].to(r.device), batch["mask"].to(r.device)
-    return (kway_ranking_loss(r, ranks, mask),
-            {"rm/train_accuracy": pairwise_accuracy(r.detach(), ranks, mask).item()})
+    loss = kway_ranking_loss(r, ranks, mask)
+    stats = {"rm/train_accuracy": pairwise_accuracy(r.detach(), ranks, mask).item()}
+    if lm_coef:
+        log_likelihood = getattr(out, "response_log_likelihood", None)
+        if log_likelihood is None:
+            raise ValueError(f"reward_model.lm_coef {lm_coef} needs a likelihood reward model "
+                             "(reward_model.likelihood_coef > 0): the paper's head has no LM head")
+        best = ranks[mask] == 0  # the flat rows in the order masked_scatter placed them
+        lm_loss = -(log_likelihood[best] / out.response_tokens[best].clamp(min=1)).mean()
+        loss = loss + lm_coef * lm_loss
+        stats["rm/lm_loss"] = lm_loss.item()
+    return loss, stats
 
 
 def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -165,11 +184,12 @@ def train_steps(prompts: int, c, processes: int = 1) -> int:
 
 
 def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[dict]:
-    """The reward_model stage's training: the K-way loss over shuffled batches of whole prompts of
-    `table` (rankable rows), `train_steps` steps at `c.lr` (`c`: the reward_model params), cosine
-    schedule after `c.warmup_steps`; `fit_kwargs` go to `train.fit` (logging, checkpoints). The
-    per-step stats."""
-    return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), kway_loss,
+    """The reward_model stage's training: the K-way loss (plus `c.lm_coef` x the LM loss on the
+    best-ranked responses) over shuffled batches of whole prompts of `table` (rankable rows),
+    `train_steps` steps at `c.lr` (`c`: the reward_model params), cosine schedule after
+    `c.warmup_steps`; `fit_kwargs` go to `train.fit` (logging, checkpoints). The per-step stats."""
+    loss = functools.partial(kway_loss, lm_coef=c.lm_coef)
+    return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), loss,
                steps=train_steps(len(table), c, accel.num_processes), lr=c.lr, warmup_steps=c.warmup_steps,
                grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
 
