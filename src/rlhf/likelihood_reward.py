@@ -17,8 +17,8 @@ does not learn from it whether the words of a response are the right ones (a rev
 summary, a looked-up fact), though the trunk's likelihood of them holds much of that. Adding the
 likelihood gives the head that evidence and lets the ranking loss fine-tune it.
 
-This file imports only the standard library, torch and transformers: the reward_model stage saves a copy beside the
-weights (`auto_map` in config.json), so that
+This file imports only the standard library, torch and transformers: the reward_model stage saves
+a copy beside the weights (`auto_map` in config.json), so that
 `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=True)`
 gives these rewards anywhere, and transformers refuses to load the folder without it. TRL's PPO
 reads `model.score` on the backbone's hidden states and not `forward`, so it would see the head's
