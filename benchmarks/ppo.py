@@ -9,9 +9,10 @@ GPT-2-style policy sized by `params.yaml`'s `pretrain` section and a reward mode
 there: policy and reference from the policy, reward and value model from the RM. Both run plain PPO
 (no ptx; TRL has none) with the same batch (episodes per iteration), minibatch, PPO epochs,
 response length (stopping at EOS), temperature 1, learning rate, KL coefficient, clip ranges and
-GAE settings, and on CUDA both under bf16 autocast (TRL's through ACCELERATE_MIXED_PRECISION, which
-its bare Accelerator() reads; the run stops if TRL's accelerator is not in bf16). TRL runs with gradient checkpointing off (its
-default is on, which would only slow it), no sample generations and no saving.
+GAE settings, and on CUDA both under bf16 autocast (TRL's through ACCELERATE_MIXED_PRECISION,
+which its bare Accelerator() reads; the run stops if TRL's accelerator is not in bf16). TRL runs
+with gradient checkpointing off (its default is on, which would only slow it), no sample
+generations and no saving.
 
 Episodes/s is measured from the end of the warm-up iterations to the end of the last one (per
 iteration timestamps: TRL's `on_step_end`, our `on_iteration`). Our seconds per iteration are split

@@ -3,7 +3,8 @@ its K ranked responses is one batch element, each response goes through the mode
 averages its C(K,2) pairs) and pairwise expansion (each ranked pair a separate example, both of
 its responses forwarded, as the anchors do).
 
-    python benchmarks/reward.py [--prompts 400] [--val-prompts 100] [--k-min 4] [--k-max 9] [--steps 0] [--device cpu|cuda]
+    python benchmarks/reward.py [--prompts 400] [--val-prompts 100] [--k-min 4] [--k-max 9] [--steps 0]
+                                [--device cpu|cuda]
 
 Self-contained, no network: in a temporary folder it builds world prompts of every task family, K
 candidate responses per prompt (the gold answer and variants that lose gold score: wrong answers
@@ -22,8 +23,8 @@ Forward passes are sequence forwards (one response through the model once): sum 
 2 per pair for pairwise; so the sequences-per-pair ratio, 2 C(K,2) / K = K - 1, is what one epoch of
 K-way saves; the paper counts a pair's forward as one pass and writes the saving as C(K,2) / K =
 (K - 1) / 2. With --device cuda all three runs train on the GPU under bf16 autocast (the
-stage's `train.accelerator`). Timings are figures, never a pass/fail. Prints a table, then as its last line one JSON
-object.
+stage's `train.accelerator`), each side after an untimed run over the same batches. Timings are
+figures, never a pass/fail. Prints a table, then as its last line one JSON object.
 """
 
 from __future__ import annotations

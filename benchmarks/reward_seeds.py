@@ -8,9 +8,8 @@ DIR is a project folder after `make run` (default: this repo) or the `repo` fold
 `python benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ...
 is trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on
 the rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section
-with --lr, --epochs, --likelihood-coef and --lm-coef put in; the seed sets the scalar head's initialisation
-and the batch order)
-and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
+with --lr, --epochs, --likelihood-coef and --lm-coef put in; the seed sets the scalar head's
+initialisation and the batch order) and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
 against gold, as the stage reports them. Seed 0 with the run's own params gives the stage's figures.
 Then the seeds' models of that lr are averaged, weight by weight, into one model (WARM, Rame et
 al. 2024), which is scored the same way. The stage's demonstrations-mean-0 shift is left out: it
@@ -95,6 +94,7 @@ def main() -> None:
                 lm_coef=c.lm_coef if args.lm_coef is None else args.lm_coef)
         except config.ConfigError as e:
             p.error(f"{e} (--likelihood-coef, --lm-coef)")
+        tag = f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}"
         rows, states = [], []
         for seed in range(args.seeds):
             train.set_seed(seed)
@@ -105,16 +105,17 @@ def main() -> None:
             seconds = time.perf_counter() - start
             rows.append(score(model, tokenizer, val))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-            print(f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
+            print(f"{tag}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
                   f"({seconds:.1f} s of training)", flush=True)
         model.load_state_dict(average(states))
         averaged = score(model, tokenizer, val)
         spread = summary(rows)
-        print(f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
+        print(f"{tag}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "
               f"({spread['gold']['min']:.3f}-{spread['gold']['max']:.3f}), labeler {spread['labeler']['mean']:.3f} "
               f"({spread['labeler']['min']:.3f}-{spread['labeler']['max']:.3f}); weight average gold "
               f"{averaged[0]:.3f}, labeler {averaged[1]:.3f}", flush=True)
-        figures.append({"lr": lr, "epochs": cfg.epochs, "likelihood_coef": cfg.likelihood_coef, "lm_coef": cfg.lm_coef, "steps": reward.train_steps(len(tr), cfg),
+        figures.append({"lr": lr, "epochs": cfg.epochs, "likelihood_coef": cfg.likelihood_coef, "lm_coef": cfg.lm_coef,
+                        "steps": reward.train_steps(len(tr), cfg),
                         "seeds": [{"gold": g, "labeler": lab} for g, lab in rows], **spread,
                         "weight_average": {"gold": averaged[0], "labeler": averaged[1]}})
     print(json.dumps({"run": str(args.run), "train_prompts": len(tr), "val_prompts": len(val), "runs": figures}))

@@ -19,10 +19,9 @@ Throughput is measured from the end of step 2 to the end of the last step (per-s
 so the first two steps (allocation, lazy initialisation) are excluded from both. On CUDA an
 untimed SFT run over the same batches comes first: under bf16 each batch shape not seen before
 costs about 175 ms once (benchmarks/batch_shapes.py), which would otherwise fall on whichever side
-runs first. SFT tokens are
-the non-pad tokens processed (sum of attention_mask); padded tokens are reported too. Both SFT
-runs' per-step losses are compared to show they did the same maths. Timings are figures, never a
-pass/fail. Prints a table, then as its last line one JSON object.
+runs first. SFT tokens are the non-pad tokens processed (sum of attention_mask); padded tokens are
+reported too. Both SFT runs' per-step losses are compared to show they did the same maths.
+Timings are figures, never a pass/fail. Prints a table, then as its last line one JSON object.
 """
 
 from __future__ import annotations

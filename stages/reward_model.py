@@ -1,11 +1,11 @@
 """Stage reward_model: the SFT trunk with a scalar head (plus, with reward_model.likelihood_coef > 0,
 that many times the trunk's log-likelihood of the response: rlhf.likelihood_reward), trained on
 K-way rankings (a prompt with its K ranked responses is one batch element, all K in one forward
-pass, the loss averaged over its C(K,2) pairs); then a bias shift so that demonstrations score
-mean 0, stored in the weights; then
-validation accuracy against the labeler's ranks, against gold, per K, against gold per task family,
-and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
-model's log-likelihood)."""
+pass, the loss averaged over its C(K,2) pairs; with reward_model.lm_coef > 0, plus an LM loss on
+the best-ranked responses); then a bias shift so that demonstrations score mean 0, stored in the
+weights; then validation accuracy against the labeler's ranks, against gold, per K, against gold
+per task family, and a calibration plot, beside two yardsticks scored on the same pairs (response
+length; the SFT model's log-likelihood)."""
 
 import csv
 import shutil

@@ -347,6 +347,14 @@ def lm_checkpoint(family: str, path, tok):
     return path
 
 
+def likelihood_rm(family: str, tok, tmp_path, coef: float = 0.3):
+    """(the SFT checkpoint, a likelihood reward model from it in eval mode, padding as the stage sets it)."""
+    sft = lm_checkpoint(family, tmp_path / "sft", tok)
+    model = reward.from_sft(sft, coef).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    return sft, model
+
+
 PROMPTS = ["What is 2 plus 2?", "Name a fruit", "Name a colour"]
 DEMOS, OTHER = ["4", "apple", "red"], ["5 four", "pear cat", "four"]
 LIKELIHOOD_FAMILIES = ["gpt2", "llama", "qwen2"]
@@ -357,9 +365,7 @@ def test_likelihood_reward_is_the_head_plus_c_times_the_response_log_likelihood(
     from rlhf import lm
 
     tok = template_tok
-    sft = lm_checkpoint(family, tmp_path / "sft", tok)
-    model = reward.from_sft(sft, 0.3).eval()
-    model.config.pad_token_id = tok.pad_token_id
+    sft, model = likelihood_rm(family, tok, tmp_path)
     assert model.config.rlhf_response_marker == tok("\nResponse:", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         model.score.weight.normal_()
@@ -387,9 +393,7 @@ def test_lm_coef_adds_the_mean_token_loss_of_each_prompts_best_ranked_responses(
     from rlhf import data, lm
 
     tok = template_tok
-    sft = lm_checkpoint(family, tmp_path / "sft", tok)
-    model = reward.from_sft(sft, 0.3).eval()
-    model.config.pad_token_id = tok.pad_token_id
+    sft, model = likelihood_rm(family, tok, tmp_path)
     # K varies within the batch; the second prompt's two responses tie at the top, so both count
     responses = [[DEMOS[0], OTHER[0], "four"], [DEMOS[1], OTHER[1]], [OTHER[2], DEMOS[2]]]
     ranks = [[1, 0, 2], [0, 0], [1, 0]]
@@ -446,8 +450,7 @@ def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(family
     from transformers import AutoModelForSequenceClassification
 
     tok = template_tok
-    model = reward.from_sft(lm_checkpoint(family, tmp_path / "sft", tok), 0.3).eval()
-    model.config.pad_token_id = tok.pad_token_id
+    _, model = likelihood_rm(family, tok, tmp_path)
     with torch.no_grad():
         model.score.weight.normal_()
     before_other = reward.score(model, tok, PROMPTS, OTHER)
