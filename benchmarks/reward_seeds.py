@@ -4,16 +4,18 @@ models, on a finished pipeline run's SFT model and comparisons.
     python benchmarks/reward_seeds.py [--run DIR] [--seeds 6] [--lr 5e-4 2e-4 ...] [--epochs 1]
                                       [--likelihood-coef C] [--lm-coef L]
 
-DIR is a project folder after `make run` (default: this repo) or the `repo` folder that
-`python benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ...
-is trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on
-the rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section
-with --lr, --epochs, --likelihood-coef and --lm-coef put in; the seed sets the scalar head's
-initialisation and the batch order) and scored on data/comparisons/val.parquet: pairwise accuracy against the labeler's ranks and
-against gold, as the stage reports them. Seed 0 with the run's own params gives the stage's figures.
-Then the seeds' models of that lr are averaged, weight by weight, into one model (WARM, Rame et
-al. 2024), which is scored the same way. The stage's demonstrations-mean-0 shift is left out: it
-moves every reward alike and changes no ordering.
+DIR is a project folder after `make run` (default: this repo) or the `repo` folder that `python
+benchmarks/pipeline.py --keep DIR` leaves. For each lr, one reward model per seed 0, 1, ... is
+trained as the reward_model stage trains it (`reward.from_sft` on models/sft, `reward.train` on the
+rankable rows of data/comparisons/train.parquet, the run's params.yaml `reward_model` section with
+--lr, --epochs, --likelihood-coef and --lm-coef put in; the seed sets the scalar head's
+initialisation and the batch order) and scored on data/comparisons/val.parquet: pairwise accuracy
+against the labeler's ranks and against gold, as the stage reports them. Then the seeds' models of
+that lr are averaged, weight by weight, into one model (WARM, Rame et al. 2024), which is scored the
+same way. With the run's own params (and common.seed 0), seed 0 is the stage's model at
+`reward_model.average_seeds: 1`, and the average of `--seeds N` is the stage's model at
+`average_seeds: N`. The stage's demonstrations-mean-0 shift is left out: it moves every reward alike
+and changes no ordering.
 
 Figures, never a pass/fail. Prints a line per model and per lr, then as its last line one JSON object.
 """
@@ -43,11 +45,6 @@ def score(model, tokenizer, val: pd.DataFrame) -> tuple[float, float]:
     met = reward.validation_metrics(rewards, [list(k) for k in val.ranks],
                                     [None if g is None else list(g) for g in val.gold_scores])
     return met.get("rm/val_accuracy_gold", float("nan")), met["rm/val_accuracy"]
-
-
-def average(states: list[dict]) -> dict:
-    """The element-wise mean of state dicts of one architecture."""
-    return {k: sum(s[k].float() for s in states).div(len(states)).to(states[0][k].dtype) for k in states[0]}
 
 
 def summary(rows: list[tuple[float, float]]) -> dict:
@@ -107,7 +104,7 @@ def main() -> None:
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             print(f"{tag}, {cfg.epochs} epoch(s), seed {seed}: gold {rows[-1][0]:.3f}, labeler {rows[-1][1]:.3f} "
                   f"({seconds:.1f} s of training)", flush=True)
-        model.load_state_dict(average(states))
+        model.load_state_dict(reward.average_states(states))
         averaged = score(model, tokenizer, val)
         spread = summary(rows)
         print(f"{tag}: over {args.seeds} seeds gold {spread['gold']['mean']:.3f} "

@@ -1,14 +1,18 @@
-"""Stage reward_model: the SFT trunk with a scalar head (plus, with reward_model.likelihood_coef > 0,
-that many times the trunk's log-likelihood of the response: rlhf.likelihood_reward), trained on
+"""Stage reward_model: the SFT trunk with a scalar head (plus, with reward_model.likelihood_coef >
+0, that many times the trunk's log-likelihood of the response: rlhf.likelihood_reward), trained on
 K-way rankings (a prompt with its K ranked responses is one batch element, all K in one forward
-pass, the loss averaged over its C(K,2) pairs; with reward_model.lm_coef > 0, plus an LM loss on
-the best-ranked responses); then a bias shift so that demonstrations score mean 0, stored in the
-weights; then validation accuracy against the labeler's ranks, against gold, per K, against gold
-per task family, and a calibration plot, beside two yardsticks scored on the same pairs (response
-length; the SFT model's log-likelihood)."""
+pass, the loss averaged over its C(K,2) pairs; with reward_model.lm_coef > 0, plus an LM loss on the
+best-ranked responses); with reward_model.average_seeds N > 1, N such models from seeds seed .. seed
++ N - 1 with their weights averaged into the one saved (WARM); then a bias shift so that
+demonstrations score mean 0, stored in the weights; then validation accuracy against the labeler's
+ranks, against gold, per K, against gold per task family (and the averaged members' own figures),
+and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
+model's log-likelihood)."""
 
+import copy
 import csv
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -17,6 +21,23 @@ import pandas as pd
 from rlhf import cli, config, models, reward, train
 
 SECTIONS = ("reward_model",)
+
+
+def member_metrics(model, members: list[dict], tokenizer, va: pd.DataFrame, ranks, gold) -> dict:
+    """With several averaged members: each member's validation accuracy against the labeler and
+    against gold, as mean, min and max, to read the average's figures against."""
+    if len(members) < 2:
+        return {}
+    scorer, figures = copy.deepcopy(model), {}
+    for state in members:
+        scorer.load_state_dict(state)
+        rewards = reward.group_rewards(scorer, tokenizer, list(va.prompt), [list(r) for r in va.responses])
+        for key, value in reward.validation_metrics(rewards, ranks, gold).items():
+            if key in ("rm/val_accuracy", "rm/val_accuracy_gold"):
+                figures.setdefault(key, []).append(value)
+    return {f"rm/members/{key.removeprefix('rm/')}_{name}": f(values)
+            for key, values in figures.items()
+            for name, f in (("mean", statistics.fmean), ("min", min), ("max", max))}
 
 
 def main() -> None:
@@ -35,8 +56,6 @@ def main() -> None:
         train.set_seed(common.seed)
         tokenizer = models.load_tokenizer(args.sft)
         accel = train.accelerator(common.device, c.grad_accum)
-        model = reward.from_sft(args.sft, c.likelihood_coef)
-        model.config.pad_token_id = tokenizer.pad_token_id
         tr, va = (pd.read_parquet(args.comparisons / f"{s}.parquet") for s in ("train", "val"))
         tr, skipped = reward.rankable(tr)
         if tr.empty:
@@ -44,9 +63,9 @@ def main() -> None:
         steps = reward.train_steps(len(tr), c, accel.num_processes)
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes,
                                    tr[["prompt", "responses", "ranks"]].to_json())
-        history = reward.train(model, tokenizer, tr, c, common.seed, accel,
-                               on_step=lambda s, row: run.log_metrics(row, s), checkpoint_dir=args.checkpoints,
-                               checkpoint_every=common.checkpoint_every, run_id=run_id)
+        model, history, members = reward.train_averaged(
+            args.sft, tokenizer, tr, c, common.seed, accel, on_step=lambda s, row: run.log_metrics(row, s),
+            checkpoint_dir=args.checkpoints, checkpoint_every=common.checkpoint_every, run_id=run_id)
         if not cli.is_main_process():
             return
         # 1. shift: demonstrations score mean 0, in the weights a plain from_pretrained loads
@@ -56,9 +75,12 @@ def main() -> None:
         val_rewards = reward.group_rewards(model, tokenizer, list(va.prompt), [list(r) for r in va.responses])
         gold = [None if g is None else list(g) for g in va.gold_scores]
         ranks = [list(r) for r in va.ranks]
-        metrics = {"rm/train_loss": history[-1]["rm/loss"], "rm/steps": steps, "rm/train_prompts": len(tr),
+        last_loss = {row["rm/member"]: row["rm/loss"] for row in history}  # each member's last step
+        metrics = {"rm/train_loss": sum(last_loss.values()) / len(last_loss), "rm/steps": steps,
+                   "rm/average_seeds": c.average_seeds, "rm/train_prompts": len(tr),
                    "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
-                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt))}
+                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt)),
+                   **member_metrics(model, members, tokenizer, va, ranks, gold)}
         # 3. yardsticks on the same pairs: response length, and the SFT model's own likelihood
         sft_lm = models.load_causal_lm(args.sft).to(next(model.parameters()).device)
         metrics.update(reward.baseline_metrics(sft_lm, tokenizer, list(va.prompt),
@@ -70,7 +92,8 @@ def main() -> None:
             w = csv.DictWriter(f, fieldnames=["bin_low", "bin_high", "predicted", "observed", "pairs"])
             w.writeheader()
             w.writerows(rows)
-        cli.write_curve(args.curves, history, {"loss": "rm/loss", "accuracy": "rm/train_accuracy"})
+        cli.write_curve(args.curves, history, {"loss": "rm/loss", "accuracy": "rm/train_accuracy",
+                                               "member": "rm/member"})
         models.save(model, tokenizer, args.out)
         run.write_metrics(args.metrics, metrics)
         run.log_artifacts(args.calibration, "plots")

@@ -20,14 +20,6 @@ seeds = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(seeds)
 
 
-def test_the_weight_average_is_the_element_wise_mean_in_each_tensor_dtype():
-    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([2, 4])}
-    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([4, 8])}
-    out = seeds.average([a, b])
-    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["n"], torch.tensor([3, 6]))
-    assert seeds.average([a])["w"] is not a["w"] and torch.equal(seeds.average([a])["w"], a["w"])
-
-
 def test_summary_is_mean_min_and_max_of_each_figure():
     out = seeds.summary([(0.7, 0.6), (0.8, 0.5), (0.9, 0.7)])
     assert out["gold"] == pytest.approx({"mean": 0.8, "min": 0.7, "max": 0.9})

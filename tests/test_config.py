@@ -136,6 +136,13 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
     assert str(path) in str(e.value) and model_type in str(e.value)
 
 
+def test_reward_model_average_seeds_is_at_least_one(params):
+    path = params(lambda d: d["reward_model"].update(average_seeds=0))
+    with pytest.raises(config.ConfigError, match="average_seeds must be at least 1, got 0") as e:
+        config.load_all(path)
+    assert str(path) in str(e.value)
+
+
 @pytest.mark.parametrize("likelihood_coef,lm_coef,message", [
     (0.0, 1.0, "lm_coef 1.0 needs the likelihood reward model"),
     (0.15, -0.5, "must be >= 0"),

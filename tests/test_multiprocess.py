@@ -21,7 +21,7 @@ TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus
                      "steps": 12, "batch_size": 8},
         "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8},
         "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
-        "reward_model": {"batch_size": 4},
+        "reward_model": {"batch_size": 4, "average_seeds": 2},
         "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
                 "ptx_batch_size": 2, "max_kl": 1000.0}}
 TWO_RANKS = ("pretrain", "sft", "ppo")

@@ -24,7 +24,7 @@ TINY = {
                  "steps": 10, "batch_size": 8},
     "sft": {"epochs": 1, "batch_size": 16},
     "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
-    "reward_model": {"batch_size": 4},
+    "reward_model": {"batch_size": 4, "average_seeds": 2},
     "ppo": {"steps": 2, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
             "ptx_batch_size": 2, "max_kl": 1000.0},
     "evaluate": {"max_prompts": 12, "max_new_tokens": 8},
@@ -95,6 +95,12 @@ def test_real_pipeline_end_to_end(tmp_path):
     rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
     assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    # two members, weight-averaged: their own figures beside the average's, their curves one after the other
+    assert rm_metrics["rm/average_seeds"] == 2
+    assert rm_metrics["rm/members/val_accuracy_min"] <= rm_metrics["rm/members/val_accuracy_mean"] \
+        <= rm_metrics["rm/members/val_accuracy_max"]
+    curve = (root / "plots" / "reward_model" / "loss.csv").read_text().splitlines()
+    assert curve[0] == "step,loss,accuracy,member" and {row.split(",")[-1] for row in curve[1:]} == {"0.0", "1.0"}
     per_family = {k.rsplit("/", 1)[1] for k in rm_metrics if k.startswith("rm/val_accuracy_gold/")}
     assert per_family and per_family <= {*world.FAMILIES, "other"}
     assert (root / "plots" / "reward_model" / "calibration.csv").read_text().startswith("bin_low,bin_high,predicted")

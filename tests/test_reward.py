@@ -3,6 +3,7 @@ K varying within one batch, ties, the demonstrations-mean-0 shift stored in the 
 Llama-style models, the config), reward models from several hub families, and the validation
 figures (accuracy against ranks, gold and per K; calibration)."""
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -413,27 +414,107 @@ def test_lm_coef_adds_the_mean_token_loss_of_each_prompts_best_ranked_responses(
 
 
 def test_training_adds_the_lm_loss_by_reward_model_lm_coef(template_tok, tmp_path):
-    import dataclasses
-
-    import pandas as pd
-
-    from rlhf import config, train
+    from rlhf import train
 
     tok = template_tok
-    sft = lm_checkpoint("gpt2", tmp_path / "sft", tok)
-    table = pd.DataFrame({"prompt": PROMPTS, "responses": [[d, o] for d, o in zip(DEMOS, OTHER)],
-                          "ranks": [[0, 1]] * 3})
-    c = config.load("reward_model", Path(__file__).resolve().parents[1] / "params.yaml")
+    sft, table, c = ranking_setup(tok, tmp_path)
     histories = {}
     for lm_coef in (0.0, 1.0):
         train.set_seed(0)
         model = reward.from_sft(sft, 0.15)
         model.config.pad_token_id = tok.pad_token_id
-        histories[lm_coef] = reward.train(model, tok, table, dataclasses.replace(c, batch_size=2, lm_coef=lm_coef), 0,
+        histories[lm_coef] = reward.train(model, tok, table, dataclasses.replace(c, lm_coef=lm_coef), 0,
                                           train.accelerator("cpu"))
     assert all("rm/lm_loss" not in row for row in histories[0.0])
     assert all(row["rm/lm_loss"] > 0 for row in histories[1.0])
     assert histories[1.0][0]["rm/loss"] > histories[0.0][0]["rm/loss"]  # the same first batch, plus the LM loss
+
+
+def test_the_weight_average_is_the_element_wise_mean_in_each_tensor_dtype():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([2, 4])}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([4, 8])}
+    out = reward.average_states([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["n"], torch.tensor([3, 6]))
+    assert reward.average_states([a])["w"] is not a["w"] and torch.equal(reward.average_states([a])["w"], a["w"])
+
+
+def ranking_setup(tok, tmp_path, **changes):
+    """A gpt2 SFT checkpoint, a three-prompt rankings table and the project's reward_model params."""
+    import pandas as pd
+
+    from rlhf import config
+
+    sft = lm_checkpoint("gpt2", tmp_path / "sft", tok)
+    table = pd.DataFrame({"prompt": PROMPTS, "responses": [[d, o] for d, o in zip(DEMOS, OTHER)],
+                          "ranks": [[0, 1]] * 3})
+    c = config.load("reward_model", Path(__file__).resolve().parents[1] / "params.yaml")
+    return sft, table, dataclasses.replace(c, batch_size=2, **changes)
+
+
+def test_averaged_reward_model_is_the_mean_of_members_trained_with_successive_seeds(template_tok, tmp_path):
+    from rlhf import train
+
+    tok = template_tok
+    sft, table, c = ranking_setup(tok, tmp_path, average_seeds=3)
+    logged = []
+    model, history, members = reward.train_averaged(sft, tok, table, c, 5, train.accelerator("cpu"),
+                                                    on_step=lambda s, row: logged.append((s, row["rm/member"])))
+    singles = []
+    for seed in (5, 6, 7):  # each member as a single reward model of its seed
+        train.set_seed(seed)
+        one = reward.from_sft(sft, c.likelihood_coef)
+        one.config.pad_token_id = tok.pad_token_id
+        reward.train(one, tok, table, c, seed, train.accelerator("cpu"))
+        singles.append(one.state_dict())
+    for got, want in zip(members, singles):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k])
+    assert not torch.equal(members[0]["score.weight"], members[1]["score.weight"])
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, sum(m[k] for m in members) / 3)
+    steps = reward.train_steps(len(table), c)
+    assert logged == [(i * steps + s, float(i)) for i in range(3) for s in range(steps)]
+    assert [row["rm/member"] for row in history] == [float(i) for i in range(3) for _ in range(steps)]
+    # one seed: the single model, not an average
+    one, _, members = reward.train_averaged(sft, tok, table, dataclasses.replace(c, average_seeds=1), 5,
+                                            train.accelerator("cpu"))
+    assert len(members) == 1
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(v, singles[0][k])
+
+
+def test_averaged_training_resumes_after_a_kill_with_the_same_weights(template_tok, tmp_path):
+    from rlhf import train
+
+    tok = template_tok
+    sft, table, c = ranking_setup(tok, tmp_path, average_seeds=2)
+    want, _, _ = reward.train_averaged(sft, tok, table, c, 0, train.accelerator("cpu"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_member_1(step, row):
+        if row["rm/member"] == 1.0:
+            raise Killed
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Killed):
+        reward.train_averaged(sft, tok, table, c, 0, train.accelerator("cpu"), on_step=kill_in_member_1,
+                              checkpoint_dir=ckpt, checkpoint_every=1, run_id="r")
+    assert (ckpt / "member0.pt").exists() and not (ckpt / "member1.pt").exists()
+    trained = []
+    got, history, _ = reward.train_averaged(sft, tok, table, c, 0, train.accelerator("cpu"),
+                                            on_step=lambda s, row: trained.append(row["rm/member"]),
+                                            checkpoint_dir=ckpt, checkpoint_every=1, run_id="r")
+    assert set(trained) == {1.0}  # member 0 was finished and is not trained again
+    assert [row["rm/member"] for row in history].count(0.0) == reward.train_steps(len(table), c)
+    for k, v in want.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[k], v)
+    # another run id trains member 0 again rather than reading a stale file
+    trained.clear()
+    reward.train_averaged(sft, tok, table, c, 0, train.accelerator("cpu"),
+                          on_step=lambda s, row: trained.append(row["rm/member"]), checkpoint_dir=ckpt, run_id="other")
+    assert 0.0 in trained
 
 
 def test_lm_coef_needs_the_likelihood_reward_model(template_tok, tmp_path):

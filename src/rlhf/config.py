@@ -255,10 +255,14 @@ class RewardModelConfig:
     """Steps of linear warmup."""
     likelihood_coef: float
     """0: the paper's head (a scalar read of the last token). c > 0 (GPT-2, Llama, Qwen2 with tied embeddings): reward = head + c x the trunk's log-likelihood of the response (rlhf.likelihood_reward; loading it needs trust_remote_code=True outside this project)."""
+    average_seeds: int
+    """Reward models trained with seeds seed, seed + 1, ... (the head's initialisation and the batch order), their weights averaged into the one saved (WARM, Rame et al. 2024); 1: a single model, the paper's."""
     lm_coef: float
     """Weight of an LM loss added during training: the trunk's mean next-token loss on each prompt's best-ranked responses (Yang et al. 2024). Needs likelihood_coef > 0. 0 (default): none; at 1 the RM agrees with the labeler more often and PPO on it does worse (README)."""
 
     def __post_init__(self) -> None:
+        if self.average_seeds < 1:
+            raise ConfigError(f"reward_model: average_seeds must be at least 1, got {self.average_seeds}")
         if self.likelihood_coef < 0 or self.lm_coef < 0:
             raise ConfigError("reward_model: likelihood_coef and lm_coef must be >= 0")
         if self.lm_coef and not self.likelihood_coef:

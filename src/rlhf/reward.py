@@ -21,7 +21,7 @@ import torch
 from rlhf import data, evaluation, lm, models
 from rlhf.comparisons import competition_ranks
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
-from rlhf.train import fit
+from rlhf.train import fingerprint, fit, set_seed
 
 SHIFT_KEY = "rlhf_reward_shift"  # in the model config: the shift already subtracted from every reward
 # In the config too: the part of that shift no weight could carry (Llama-style models, below), which
@@ -192,6 +192,58 @@ def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[di
     return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), loss,
                steps=train_steps(len(table), c, accel.num_processes), lr=c.lr, warmup_steps=c.warmup_steps,
                grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts of one architecture, each tensor in its own dtype (a
+    fresh tensor even for one state)."""
+    return {k: sum(s[k].float() for s in states).div(len(states)).to(states[0][k].dtype) for k in states[0]}
+
+
+def train_averaged(sft: str | Path, tokenizer, table, c, seed: int, accel, *, on_step=None,
+                   checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                   run_id: str = "") -> tuple[torch.nn.Module, list[dict], list[dict]]:
+    """`c.average_seeds` reward models, each `from_sft(sft, c.likelihood_coef)` trained by `train`
+    on `table` with seed `seed + i` (the head's initialisation and the batch order), and their
+    weights averaged into one: WARM (Rame et al. 2024, "WARM: On the Benefits of Weight Averaged
+    Reward Models"): members that share the SFT initialisation stay close enough in weight space to
+    average, and the average is more reliable than a single member. `average_seeds` 1 is the
+    single model trained with `seed`.
+
+    Returns the averaged model, every member's per-step stats in order (each row with `rm/member`;
+    `on_step` gets a step that counts on across members), and the members' state dicts. With a
+    `checkpoint_dir`, each member checkpoints into `member<i>/` and a finished member's weights and
+    stats are kept as `member<i>.pt` (with `run_id`), so a rerun after a kill trains only what was
+    not finished; the caller removes the folder."""
+    steps = train_steps(len(table), c, accel.num_processes)
+    if checkpoint_dir:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    model, history, states = None, [], []
+    for i in range(c.average_seeds):
+        member_id = fingerprint(run_id, i)
+        done = Path(checkpoint_dir) / f"member{i}.pt" if checkpoint_dir else None
+        saved = torch.load(done, map_location="cpu", weights_only=True) if done and done.exists() else None
+        set_seed(seed + i)
+        model = from_sft(sft, c.likelihood_coef)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if saved is not None and saved["run_id"] == member_id:
+            model.load_state_dict(saved["state"])
+            rows = saved["history"]
+        else:
+            def member_step(step: int, row: dict, i: int = i) -> None:
+                on_step(i * steps + step, {**row, "rm/member": float(i)})
+
+            rows = train(model, tokenizer, table, c, seed + i, accel, on_step=on_step and member_step,
+                         checkpoint_dir=Path(checkpoint_dir) / f"member{i}" if checkpoint_dir else None,
+                         checkpoint_every=checkpoint_every, run_id=member_id)
+            rows = [{**r, "rm/member": float(i)} for r in rows]
+            if done is not None and accel.is_main_process:
+                torch.save({"run_id": member_id, "state": model.state_dict(), "history": rows}, done)
+        states.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        history += rows
+    if len(states) > 1:
+        model.load_state_dict(average_states(states))
+    return model, history, states
 
 
 @torch.no_grad()
