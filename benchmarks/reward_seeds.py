@@ -94,11 +94,8 @@ def main() -> None:
         tag = f"likelihood_coef {cfg.likelihood_coef:g}, lm_coef {cfg.lm_coef:g}, lr {lr:g}"
         rows, states = [], []
         for seed in range(args.seeds):
-            train.set_seed(seed)
-            model = reward.from_sft(sft, cfg.likelihood_coef)
-            model.config.pad_token_id = tokenizer.pad_token_id
             start = time.perf_counter()
-            reward.train(model, tokenizer, tr, cfg, seed, accel)
+            model, _ = reward.train_one(sft, tokenizer, tr, cfg, seed, accel)
             seconds = time.perf_counter() - start
             rows.append(score(model, tokenizer, val))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})

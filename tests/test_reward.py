@@ -466,6 +466,8 @@ def test_averaged_reward_model_is_the_mean_of_members_trained_with_successive_se
         one.config.pad_token_id = tok.pad_token_id
         reward.train(one, tok, table, c, seed, train.accelerator("cpu"))
         singles.append(one.state_dict())
+    again, rows = reward.train_one(sft, tok, table, c, 7, train.accelerator("cpu"))  # the same, in one call
+    assert rows and torch.equal(again.state_dict()["score.weight"], singles[-1]["score.weight"])
     for got, want in zip(members, singles):
         for k in want:
             torch.testing.assert_close(got[k], want[k])

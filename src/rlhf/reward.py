@@ -194,6 +194,15 @@ def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[di
                grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
 
 
+def train_one(sft: str | Path, tokenizer, table, c, seed: int, accel, **fit_kwargs):
+    """One reward model of seed `seed` (the head's initialisation and the batch order): `from_sft`,
+    then `train`. The model and its per-step stats."""
+    set_seed(seed)
+    model = from_sft(sft, c.likelihood_coef)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, train(model, tokenizer, table, c, seed, accel, **fit_kwargs)
+
+
 def average_states(states: list[dict]) -> dict:
     """The element-wise mean of state dicts of one architecture, each tensor in its own dtype (a
     fresh tensor even for one state)."""
@@ -223,19 +232,18 @@ def train_averaged(sft: str | Path, tokenizer, table, c, seed: int, accel, *, on
         member_id = fingerprint(run_id, i)
         done = Path(checkpoint_dir) / f"member{i}.pt" if checkpoint_dir else None
         saved = torch.load(done, map_location="cpu", weights_only=True) if done and done.exists() else None
-        set_seed(seed + i)
-        model = from_sft(sft, c.likelihood_coef)
-        model.config.pad_token_id = tokenizer.pad_token_id
         if saved is not None and saved["run_id"] == member_id:
+            model = from_sft(sft, c.likelihood_coef)
+            model.config.pad_token_id = tokenizer.pad_token_id
             model.load_state_dict(saved["state"])
             rows = saved["history"]
         else:
             def member_step(step: int, row: dict, i: int = i) -> None:
                 on_step(i * steps + step, {**row, "rm/member": float(i)})
 
-            rows = train(model, tokenizer, table, c, seed + i, accel, on_step=on_step and member_step,
-                         checkpoint_dir=Path(checkpoint_dir) / f"member{i}" if checkpoint_dir else None,
-                         checkpoint_every=checkpoint_every, run_id=member_id)
+            model, rows = train_one(sft, tokenizer, table, c, seed + i, accel, on_step=on_step and member_step,
+                                    checkpoint_dir=Path(checkpoint_dir) / f"member{i}" if checkpoint_dir else None,
+                                    checkpoint_every=checkpoint_every, run_id=member_id)
             rows = [{**r, "rm/member": float(i)} for r in rows]
             if done is not None and accel.is_main_process:
                 torch.save({"run_id": member_id, "state": model.state_dict(), "history": rows}, done)
