@@ -562,3 +562,32 @@ def test_likelihood_reward_needs_a_known_family_with_tied_embeddings(family, tie
     with pytest.raises(ValueError, match=f"likelihood_coef 0.2 needs a base model of the gpt2, llama, qwen2 "
                                          f"families.*{family}.*set reward_model.likelihood_coef to 0"):
         reward.from_sft(sft, 0.2)
+
+
+@pytest.mark.parametrize("coef", [0.0, 0.3])
+def test_from_sft_adds_only_the_head_quietly_and_names_any_other_weight_the_checkpoint_lacks(coef, template_tok,
+                                                                                             tmp_path):
+    import logging
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    sft = lm_checkpoint("gpt2", tmp_path / "sft", template_tok)
+    seen, keep, log = [], Keep(), logging.getLogger("transformers.modeling_utils")
+    log.addHandler(keep)
+    try:
+        reward.from_sft(sft, coef)
+        assert not [m for m in seen if "LOAD REPORT" in m]  # the new head is expected: no report (once per member)
+        AutoModelForSequenceClassification.from_pretrained(sft, num_labels=1)  # outside from_sft: reported
+        assert [m for m in seen if "LOAD REPORT" in m]
+    finally:
+        log.removeHandler(keep)
+    weights = load_file(sft / "model.safetensors")
+    lost = "transformer.h.0.mlp.c_fc.weight"
+    save_file({k: v for k, v in weights.items() if k != lost}, sft / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"{sft}: the checkpoint lacks {lost}; a reward model starts from"):
+        reward.from_sft(sft, coef)

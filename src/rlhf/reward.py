@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def from_sft(path: str | Path, likelihood_coef: float = 0.0):
 
     cfg = models.load_config(path, dropout=0.0, num_labels=1)
     if not likelihood_coef:
-        return AutoModelForSequenceClassification.from_pretrained(str(path), config=cfg)
+        return _with_new_head(AutoModelForSequenceClassification, path, cfg)
     from rlhf.likelihood_reward import COEF_KEY, MARKER_KEY
 
     config_cls, model_cls = likelihood_family(cfg.model_type, getattr(cfg, "tie_word_embeddings", True),
@@ -48,7 +49,31 @@ def from_sft(path: str | Path, likelihood_coef: float = 0.0):
                         MARKER_KEY: response_marker(models.load_tokenizer(path))})
     config_cls.register_for_auto_class()
     model_cls.register_for_auto_class("AutoModelForSequenceClassification")
-    return model_cls.from_pretrained(str(path), config=cfg)
+    return _with_new_head(model_cls, path, cfg)
+
+
+class _NoLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _with_new_head(model_cls, path: str | Path, cfg):
+    """`model_cls.from_pretrained(path)` where the scalar head (`score`) is the only part the
+    checkpoint may lack: transformers' report of that expected gap is muted (the stage trains one
+    model per `average_seeds`, and the report came once each), and any other missing weight is a
+    ValueError that names it."""
+    log = logging.getLogger("transformers.modeling_utils")
+    quiet = _NoLoadReport()
+    log.addFilter(quiet)
+    try:
+        model, info = model_cls.from_pretrained(str(path), config=cfg, output_loading_info=True)
+    finally:
+        log.removeFilter(quiet)
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("score."))
+    if missing:
+        raise ValueError(f"{path}: the checkpoint lacks {', '.join(missing)}; a reward model starts from a "
+                         "complete SFT model and adds only its scalar head")
+    return model
 
 
 def likelihood_family(model_type: str, tied: bool, what: str):
