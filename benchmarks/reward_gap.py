@@ -28,6 +28,20 @@ needs the embedded world's labeler (`comparisons.source: labeler`), and it train
    token's hidden state to "this token occurs in the prompt", on tokens whose in-prompt rate is
    between 0.15 and 0.85 (so that the token alone does not decide), with train and test split by
    prompt; layer 0 (the embeddings) is the baseline.
+5. Whether the models read the context of a lookup question (closed QA), the family that loses
+   the most agreement. Binding: on questions whose context holds the answer, how often the RM
+   scores the right colour above another colour of the same context, both written as the answer
+   alone, and how often the SFT policy gives it the higher likelihood. Presence: the RM's mean
+   reward for "The context does not say." where the context lacks the answer and where it holds
+   it, and how often that beats a colour answer (a colour the context names on the former, the
+   right one on the latter): a model that reads the context ranks it first on the former and
+   last on the latter. Ties count half; 0.5 is chance. A context-blind ranker: gold scores, except
+   that a lookup response's correctness is replaced by the mean correctness of the val lookup
+   responses of its kind (one colour of the context, other attributes, the absent answer,
+   nothing); its expected agreement with the labeler says how much of issue 5's 0.05 allowance a
+   reward model that cannot read the context loses on lookup even when it is right about all
+   else. Copying: the base model's mean loss on a seeded random run of the world's words read a
+   first and a second time in one sequence (an induction head makes the second reading cheap).
 
 Figures, never a pass/fail. Prints a table, then as its last line one JSON object.
 """
@@ -49,12 +63,16 @@ sys.path.insert(0, str(ROOT / "src"))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from rlhf import comparisons, data, evaluation, models, reward  # noqa: E402
-from rlhf.world import vocab  # noqa: E402
+from rlhf import comparisons, data, evaluation, lm, losses, models, reward  # noqa: E402
+from rlhf.world import ABSENT_ANSWER, gold_answer, parse_prompt, vocab  # noqa: E402
+from rlhf.world import score as world_score  # noqa: E402
+from rlhf.world.labeler import ABSENT_MARKERS, WEIGHTS  # noqa: E402
+from rlhf.world.tasks import parse_facts  # noqa: E402
 
 COPY_FAMILIES = ("reverse", "summary", "lookup")
 CONTENT_WORDS = frozenset(vocab.COLOURS + vocab.ANIMALS + vocab.FRUITS + vocab.OBJECTS + vocab.ADJECTIVES
                           + vocab.REVIEW_NOUNS)
+ATTRIBUTES = frozenset(vocab.COLOURS + vocab.ADJECTIVES)  # the words a lookup answer is judged by
 ORACLE_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
 SURE = 0.9
 MARGIN = 0.05  # issue 5: the RM against the labeler, at least the labeler's agreement with gold minus this
@@ -178,6 +196,90 @@ def in_prompt_probe(sft: Path, table: pd.DataFrame, n_prompts: int) -> dict:
     return out
 
 
+def lookup_questions(prompts) -> list[tuple[str, str | None, list[str]]]:
+    """(prompt, its answer or None when the context lacks it, the context's colours) per lookup prompt."""
+    out = []
+    for prompt in prompts:
+        parsed = parse_prompt(prompt)
+        if parsed is None or parsed[0] != "lookup":
+            continue
+        answer = gold_answer(prompt)
+        out.append((prompt, None if answer == ABSENT_ANSWER else answer,
+                    [colour for _, colour in parse_facts(parsed[1]["context"])]))
+    return out
+
+
+def answer_kind(prompt: str, response: str) -> str:
+    """What a lookup response names: one colour of the context ('context'), other attributes
+    ('other'), no attribute but the absent-answer wording ('absent'), or nothing ('none')."""
+    context = {colour for _, colour in parse_facts(parse_prompt(prompt)[1]["context"])}
+    named = set(re.findall(r"[a-z]+", response.lower())) & ATTRIBUTES
+    if not named:
+        return "absent" if any(m in response.lower() for m in ABSENT_MARKERS) else "none"
+    return "context" if len(named) == 1 and named <= context else "other"
+
+
+def context_blind(val: pd.DataFrame) -> list[list[float]]:
+    """Section 5's context-blind ranker: the val responses' gold scores, with each lookup
+    response's `correct` part replaced by the mean of that part over the val lookup responses of
+    its `answer_kind`."""
+    lookups = {i for i, p in enumerate(val.prompt) if evaluation.family(p) == "lookup"}
+    parts = {(i, j): (answer_kind(val.prompt[i], r), world_score(val.prompt[i], r).parts["correct"])
+             for i in lookups for j, r in enumerate(val.responses[i])}
+    kinds: dict[str, list[float]] = defaultdict(list)
+    for kind, correct in parts.values():
+        kinds[kind].append(correct)
+    weight = WEIGHTS["correct"]
+    return [[g + weight * (statistics.fmean(kinds[parts[i, j][0]]) - parts[i, j][1]) if i in lookups else g
+             for j, g in enumerate(gold)] for i, gold in enumerate(val.gold_scores)]
+
+
+def beats(a: float, b: float) -> float:
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
+def context_reading(prompts, rm_score, lm_score) -> dict:
+    """Section 5's binding and presence figures. `rm_score` and `lm_score` map (prompts, responses)
+    to one number per pair: the RM's reward and the SFT policy's log-likelihood."""
+    questions = lookup_questions(prompts)
+    pairs = [(p, answer, other) for p, answer, colours in questions if answer is not None
+             for other in dict.fromkeys(colours) if other != answer]
+    out: dict = {"lookup_prompts": len(questions), "binding_pairs": len(pairs)}
+    if pairs:
+        ps = [p for p, _, _ in pairs]
+        for name, score in (("rm", rm_score), ("sft", lm_score)):
+            right, other = score(ps, [a for _, a, _ in pairs]), score(ps, [o for _, _, o in pairs])
+            out[f"{name}_binding"] = statistics.fmean(beats(r, o) for r, o in zip(right, other))
+    for kind, present in (("absent", False), ("present", True)):
+        # against the right answer where the context holds one, else against a colour it names
+        chosen = [(p, answer or colours[0]) for p, answer, colours in questions if (answer is not None) == present]
+        if chosen:
+            ps = [p for p, _ in chosen]
+            absent, colour = rm_score(ps, [ABSENT_ANSWER] * len(ps)), rm_score(ps, [c for _, c in chosen])
+            out[f"rm_absent_answer_on_{kind}"] = statistics.fmean(absent)
+            out[f"rm_absent_beats_colour_on_{kind}"] = statistics.fmean(beats(a, c) for a, c in zip(absent, colour))
+    return out
+
+
+@torch.no_grad()
+def copying(base: Path, words: int = 15, sequences: int = 32, seed: int = 0) -> dict:
+    """The base model's mean loss per token on random runs of the world's words, read once and
+    then again in the same sequence."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base)).eval()
+    tok = models.load_tokenizer(base)
+    rng = random.Random(seed)
+    pool = sorted(CONTENT_WORDS)
+    runs = [tok(" ".join(rng.choice(pool) for _ in range(words)), add_special_tokens=False)["input_ids"]
+            for _ in range(sequences)]
+    n = min(*map(len, runs), models.max_positions(model) // 2)
+    ids = torch.tensor([r[:n] + r[:n] for r in runs])
+    logits = model(input_ids=ids).logits[:, :-1]
+    loss = -losses.gather_logprobs(logits, ids[:, 1:])  # loss of token t + 1, from position t
+    return {"first": loss[:, : n - 1].mean().item(), "second": loss[:, n:].mean().item()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, default=ROOT, help="a project folder with a finished pipeline run")
@@ -200,9 +302,17 @@ def main() -> None:
     labeler = labeler_agree / labeler_pairs
     target = labeler - MARGIN
     gap = agreement_lost(val, rewards, noise)
+    blind = agreement_lost(val, context_blind(val), noise)
     others, redrawn = fresh_labelers(val, noise, args.draws)
     oracle = {w: copy_oracle(val, rewards, w) for w in ORACLE_WEIGHTS}
     probe = in_prompt_probe(args.run / "models" / "sft", train, args.probe_prompts)
+    sft = models.load_causal_lm(args.run / "models" / "sft")
+    sft_tok = models.load_tokenizer(args.run / "models" / "sft")
+    rm_tok = models.load_tokenizer(args.run / "models" / "rm")
+    reading = context_reading(list(val.prompt), lambda ps, rs: reward.score(rm, rm_tok, ps, rs),
+                              lambda ps, rs: lm.response_logprobs(sft, sft_tok, ps, rs))
+    base = args.run / "models" / "base"
+    copied = copying(base) if (base / "config.json").exists() else None
 
     print(f"val pairs {met['rm/val_pairs']}; labeler noise sigma {noise:.3f}")
     print(f"RM vs gold {met['rm/val_accuracy_gold']:.3f}; RM vs labeler {met['rm/val_accuracy']:.3f}; labeler vs gold "
@@ -226,6 +336,21 @@ def main() -> None:
           f"(majority class {probe['majority']:.3f}):")
     for layer in range(sum(k.startswith("layer") for k in probe)):
         print(f"  layer {layer} {probe[f'layer{layer}']:.3f}" + ("  (embeddings)" if layer == 0 else ""))
+    print(f"reading the context on {reading['lookup_prompts']} lookup val prompts (0.5 is chance):")
+    if "rm_binding" in reading:
+        print(f"  binding: the right colour of the context above another, RM {reading['rm_binding']:.3f}, "
+              f"SFT likelihood {reading['sft_binding']:.3f} ({reading['binding_pairs']} pairs)")
+    for kind, where, against in (("absent", "lacks", "a colour it names"), ("present", "holds", "the answer")):
+        if f"rm_absent_answer_on_{kind}" in reading:
+            print(f"  the context {where} the answer: the RM's reward for '{ABSENT_ANSWER}' "
+                  f"{reading[f'rm_absent_answer_on_{kind}']:+.3f}, above {against} "
+                  f"{reading[f'rm_absent_beats_colour_on_{kind}']:.3f}")
+    print(f"  a ranker that is gold everywhere but cannot read a lookup context: expected agreement "
+          f"{blind['expected']:.3f}, {gap['ceiling'] - blind['expected']:.3f} below the perfect ranker's "
+          f"(issue 5 allows {MARGIN})")
+    if copied:
+        print(f"copying: the base model's loss on a random run of the world's words, first reading "
+              f"{copied['first']:.2f}, second {copied['second']:.2f}")
     best = max(oracle, key=lambda w: oracle[w]["rm/val_accuracy"])
     print(json.dumps({
         "val_pairs": met["rm/val_pairs"], "labeler_noise": round(noise, 4),
@@ -242,6 +367,9 @@ def main() -> None:
         "oracle": {str(w): round(m["rm/val_accuracy"], 4) for w, m in oracle.items()},
         "oracle_best_weight": best, "oracle_best_vs_labeler": round(oracle[best]["rm/val_accuracy"], 4),
         "probe": {k: round(v, 4) for k, v in probe.items()},
+        "context_reading": {k: round(v, 4) if isinstance(v, float) else v for k, v in reading.items()},
+        "expected_context_blind": round(blind["expected"], 4),
+        "copying": {k: round(v, 4) for k, v in copied.items()} if copied else None,
     }))
 
 

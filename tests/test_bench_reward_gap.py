@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rlhf import comparisons, models
+from rlhf import comparisons, models, world
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reward_gap.py"
@@ -84,6 +84,50 @@ def test_the_copy_oracle_penalises_content_words_absent_from_the_prompt_on_copy_
     assert out["rm/val_accuracy_gold"] == pytest.approx(7 / PAIRS)
 
 
+LOOKUPS = ["Context: the book is red. the banana is teal. Question: what colour is the book?",
+           "Context: the fig is grey. the cup is teal. the owl is pink. Question: what colour is the owl?",
+           "Context: the cat is blue. Question: which colour is the drum?",
+           "Compute 8 times 18."]
+
+
+def test_context_reading_sees_binding_and_presence_in_a_model_that_reads_the_context_and_none_in_one_that_cannot():
+    assert [(a, c) for _, a, c in gap.lookup_questions(LOOKUPS)] == [
+        ("red", ["red", "teal"]), ("pink", ["grey", "teal", "pink"]), (None, ["blue"])]
+
+    def gold(prompts, responses):  # a judge that reads the context: the gold labeler
+        return [world.score(p, r).total for p, r in zip(prompts, responses)]
+
+    def flat(prompts, responses):
+        return [0.0] * len(prompts)
+
+    def first_colour(prompts, responses):  # prefers the colours the context names first
+        return [-gap.lookup_questions([p])[0][2].index(r) for p, r in zip(prompts, responses)]
+
+    reads = gap.context_reading(LOOKUPS, gold, first_colour)
+    assert reads["lookup_prompts"] == 3 and reads["binding_pairs"] == 1 + 2
+    assert reads["rm_binding"] == 1.0
+    assert reads["sft_binding"] == pytest.approx(1 / 3)  # right only where the answer comes first (the book)
+    assert reads["rm_absent_beats_colour_on_absent"] == 1.0 and reads["rm_absent_beats_colour_on_present"] == 0.0
+    assert reads["rm_absent_answer_on_absent"] > reads["rm_absent_answer_on_present"]
+    blind = gap.context_reading(LOOKUPS, flat, flat)
+    assert blind["rm_binding"] == blind["sft_binding"] == 0.5  # ties count half: chance
+    assert blind["rm_absent_beats_colour_on_absent"] == blind["rm_absent_beats_colour_on_present"] == 0.5
+    assert gap.context_reading(LOOKUPS[3:], gold, gold) == {"lookup_prompts": 0, "binding_pairs": 0}
+
+
+def test_the_context_blind_ranker_ties_the_colours_of_a_context_and_keeps_every_other_gold_score():
+    book = VAL.prompt[3]
+    assert [gap.answer_kind(book, r) for r in ("red", "teal.", "silver", "red and teal", "The context does not say.",
+                                               "pear")] == ["context", "context", "other", "other", "absent", "none"]
+    blind = gap.context_blind(VAL)
+    assert blind[:3] == [list(g) for g in VAL.gold_scores[:3]]  # not lookup: gold as it is
+    # red (right) and teal (wrong) are both a colour of the context, right half the time: 0.5 x 0.5 + the rest
+    assert blind[3] == pytest.approx([0.75, 0.75, 0.4, 0.4])
+    out = gap.agreement_lost(VAL, blind, NOISE)
+    keep = comparisons.keep_probability(0.5, NOISE)
+    assert out["ceiling"] - out["expected"] == pytest.approx(keep / PAIRS)  # the one tied pair, red over teal
+
+
 def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode != 0
@@ -103,7 +147,7 @@ def tiny_run(root: Path, with_noise: bool = True) -> Path:
     torch.manual_seed(0)
     cfg = dict(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2, pad_token_id=tok.pad_token_id,
                bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    for name, model in (("sft", GPT2LMHeadModel(GPT2Config(**cfg))),
+    for name, model in (("sft", GPT2LMHeadModel(GPT2Config(**cfg))), ("base", GPT2LMHeadModel(GPT2Config(**cfg))),
                         ("rm", GPT2ForSequenceClassification(GPT2Config(**cfg, num_labels=1)))):
         model.save_pretrained(root / "models" / name)
         tok.save_pretrained(root / "models" / name)
@@ -138,6 +182,14 @@ def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
     assert set(result["probe"]) >= {"layer0", "layer1", "tokens", "majority"}
     for key in ("layer0", "layer1", "majority"):
         assert 0.0 <= result["probe"][key] <= 1.0 and math.isfinite(result["probe"][key])
+    assert result["expected_context_blind"] <= result["expected_ceiling"]
+    reads = result["context_reading"]
+    assert reads["lookup_prompts"] == 1 and reads["binding_pairs"] == 1  # the book: red against teal
+    assert reads["rm_binding"] in (0.0, 0.5, 1.0) and reads["sft_binding"] in (0.0, 0.5, 1.0)
+    # an untrained base model copies nothing: both readings cost about ln(vocab) per token
+    vocab = models.load_tokenizer(run / "models" / "base").__len__()
+    for reading in ("first", "second"):
+        assert result["copying"][reading] == pytest.approx(math.log(vocab), abs=1.0)
 
 
 def test_imported_rankings_are_refused(tmp_path):
