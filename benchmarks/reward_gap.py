@@ -66,13 +66,12 @@ import torch  # noqa: E402
 from rlhf import comparisons, data, evaluation, lm, losses, models, reward  # noqa: E402
 from rlhf.world import ABSENT_ANSWER, gold_answer, parse_prompt, vocab  # noqa: E402
 from rlhf.world import score as world_score  # noqa: E402
-from rlhf.world.labeler import ABSENT_MARKERS, WEIGHTS  # noqa: E402
+from rlhf.world.labeler import ABSENT_MARKERS, ATTRIBUTES, WEIGHTS  # noqa: E402
 from rlhf.world.tasks import parse_facts  # noqa: E402
 
 COPY_FAMILIES = ("reverse", "summary", "lookup")
 CONTENT_WORDS = frozenset(vocab.COLOURS + vocab.ANIMALS + vocab.FRUITS + vocab.OBJECTS + vocab.ADJECTIVES
                           + vocab.REVIEW_NOUNS)
-ATTRIBUTES = frozenset(vocab.COLOURS + vocab.ADJECTIVES)  # the words a lookup answer is judged by
 ORACLE_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
 SURE = 0.9
 MARGIN = 0.05  # issue 5: the RM against the labeler, at least the labeler's agreement with gold minus this
@@ -163,11 +162,8 @@ def fit_probe(x_train, y_train, x_test, y_test, steps: int = 200) -> float:
 
 
 @torch.no_grad()
-def in_prompt_probe(sft: Path, table: pd.DataFrame, n_prompts: int) -> dict:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(sft)).eval()
-    tok = models.load_tokenizer(sft)
+def in_prompt_probe(model, tok, table: pd.DataFrame, n_prompts: int) -> dict:
+    model.eval()
     rows = []  # (prompt index, token id, in prompt, hidden state per layer)
     for p, (prompt, responses) in enumerate(zip(table.prompt[:n_prompts], table.responses[:n_prompts])):
         for e in data.encode_pairs(tok, [prompt] * len(responses), list(responses), models.max_positions(model)):
@@ -293,9 +289,9 @@ def main() -> None:
     torch.manual_seed(0)
     val, train, noise = inputs(args.run)
 
-    rm = reward.load(args.run / "models" / "rm")
-    rewards = reward.group_rewards(rm, models.load_tokenizer(args.run / "models" / "rm"), list(val.prompt),
-                                   [list(r) for r in val.responses])
+    rm, rm_tok = reward.load(args.run / "models" / "rm"), models.load_tokenizer(args.run / "models" / "rm")
+    sft, sft_tok = models.load_causal_lm(args.run / "models" / "sft"), models.load_tokenizer(args.run / "models" / "sft")
+    rewards = reward.group_rewards(rm, rm_tok, list(val.prompt), [list(r) for r in val.responses])
     met = reward.validation_metrics(rewards, [list(k) for k in val.ranks], [list(g) for g in val.gold_scores])
     labeler_agree, labeler_pairs = comparisons.gold_agreement([list(g) for g in val.gold_scores],
                                                               [list(k) for k in val.ranks])
@@ -305,10 +301,7 @@ def main() -> None:
     blind = agreement_lost(val, context_blind(val), noise)
     others, redrawn = fresh_labelers(val, noise, args.draws)
     oracle = {w: copy_oracle(val, rewards, w) for w in ORACLE_WEIGHTS}
-    probe = in_prompt_probe(args.run / "models" / "sft", train, args.probe_prompts)
-    sft = models.load_causal_lm(args.run / "models" / "sft")
-    sft_tok = models.load_tokenizer(args.run / "models" / "sft")
-    rm_tok = models.load_tokenizer(args.run / "models" / "rm")
+    probe = in_prompt_probe(sft, sft_tok, train, args.probe_prompts)
     reading = context_reading(list(val.prompt), lambda ps, rs: reward.score(rm, rm_tok, ps, rs),
                               lambda ps, rs: lm.response_logprobs(sft, sft_tok, ps, rs))
     base = args.run / "models" / "base"

@@ -219,12 +219,18 @@ def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[di
                grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
 
 
-def train_one(sft: str | Path, tokenizer, table, c, seed: int, accel, **fit_kwargs):
-    """One reward model of seed `seed` (the head's initialisation and the batch order): `from_sft`,
-    then `train`. The model and its per-step stats."""
-    set_seed(seed)
+def untrained(sft: str | Path, tokenizer, c):
+    """`from_sft(sft, c.likelihood_coef)` with the tokenizer's padding id, as training needs it."""
     model = from_sft(sft, c.likelihood_coef)
     model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def train_one(sft: str | Path, tokenizer, table, c, seed: int, accel, **fit_kwargs):
+    """One reward model of seed `seed` (the head's initialisation and the batch order): `untrained`,
+    then `train`. The model and its per-step stats."""
+    set_seed(seed)
+    model = untrained(sft, tokenizer, c)
     return model, train(model, tokenizer, table, c, seed, accel, **fit_kwargs)
 
 
@@ -258,8 +264,7 @@ def train_averaged(sft: str | Path, tokenizer, table, c, seed: int, accel, *, on
         done = Path(checkpoint_dir) / f"member{i}.pt" if checkpoint_dir else None
         saved = torch.load(done, map_location="cpu", weights_only=True) if done and done.exists() else None
         if saved is not None and saved["run_id"] == member_id:
-            model = from_sft(sft, c.likelihood_coef)
-            model.config.pad_token_id = tokenizer.pad_token_id
+            model = untrained(sft, tokenizer, c)
             model.load_state_dict(saved["state"])
             rows = saved["history"]
         else:

@@ -16,7 +16,7 @@ DEFAULT_GOLD_WORDS = 20  # length budget for prompts with no gold answer
 POLITE_MARKERS = ("happy to help", "glad to help", "keep it kind", "please", "thank you", "sorry")
 ABSENT_MARKERS = ("does not say", "doesn't say", "not in the context", "not mentioned")
 
-_ATTRIBUTES = frozenset(V.COLOURS + V.ADJECTIVES)
+ATTRIBUTES = frozenset(V.COLOURS + V.ADJECTIVES)  # the words a lookup answer is judged by
 _NAMES = frozenset(n.lower() for n in V.NAMES + EXTRA_NAMES)
 # The judge's simple patterns for personal data in a *response* (not the scrubber; placeholders
 # such as <NAME> or <EMAIL> never match them).
@@ -97,7 +97,7 @@ def _correct(family: str, slots: dict[str, str], gold: str, response: str) -> bo
     if family == "sentiment":
         return {w for w in words if w in ("positive", "negative")} == {gold}
     if family == "lookup":
-        named = {w for w in words if w in _ATTRIBUTES}
+        named = {w for w in words if w in ATTRIBUTES}
         if gold == ABSENT_ANSWER:
             return not named and any(m in response.lower() for m in ABSENT_MARKERS)
         return named == {gold}
@@ -124,7 +124,7 @@ def _grounded(family: str, slots: dict[str, str], response: str) -> bool:
     if family != "lookup":
         return True
     known = {a for _, a in parse_facts(slots["context"])}
-    return all(w in known for w in _words(response) if w in _ATTRIBUTES)
+    return all(w in known for w in _words(response) if w in ATTRIBUTES)
 
 
 def score(prompt: str, response: str) -> Score:
