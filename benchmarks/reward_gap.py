@@ -99,9 +99,7 @@ def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) 
     lost: dict[str, float] = defaultdict(float)
     for prompt, gold, r in zip(val.prompt, val.gold_scores, rewards):
         fam = evaluation.family(prompt)
-        for i, j, gap in comparisons.gold_pairs(list(gold)):
-            keep = comparisons.keep_probability(gap, noise)
-            got = keep if r[i] > r[j] else (1 - keep if r[i] < r[j] else 0.0)
+        for keep, got in comparisons.ranker_pairs(list(gold), r, noise):
             n += 1
             ceiling += keep
             expected += got

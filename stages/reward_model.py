@@ -6,7 +6,7 @@ best-ranked responses); with reward_model.average_seeds N > 1, N such models fro
 + N - 1 with their weights averaged into the one saved (WARM); then a bias shift so that
 demonstrations score mean 0, stored in the weights; then validation accuracy against the labeler's
 ranks, against gold, per K, against gold per task family (and the averaged members' own figures),
-and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
+against the simulated labeler's own agreement with gold (measured and expected), and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
 model's log-likelihood)."""
 
 import copy
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf import cli, config, models, reward, train
+from rlhf import cli, comparisons, config, models, reward, train
 
 SECTIONS = ("reward_model",)
 
@@ -75,11 +75,13 @@ def main() -> None:
         val_rewards = reward.group_rewards(model, tokenizer, list(va.prompt), [list(r) for r in va.responses])
         gold = [None if g is None else list(g) for g in va.gold_scores]
         ranks = [list(r) for r in va.ranks]
+        labeler = comparisons.read_labeler(args.comparisons)  # None: imported rankings
+        noise = labeler["noise"] if labeler and "val" in labeler["splits"] else None
         last_loss = {row["rm/member"]: row["rm/loss"] for row in history}  # each member's last step
         metrics = {"rm/train_loss": sum(last_loss.values()) / len(last_loss), "rm/steps": steps,
                    "rm/average_seeds": c.average_seeds, "rm/train_prompts": len(tr),
                    "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
-                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt)),
+                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt), noise=noise),
                    **member_metrics(model, members, tokenizer, va, ranks, gold)}
         # 3. yardsticks on the same pairs: response length, and the SFT model's own likelihood
         sft_lm = models.load_causal_lm(args.sft).to(next(model.parameters()).device)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from rlhf import comparisons as cmp
-from rlhf import config, label_files, models
+from rlhf import config, label_files, models, reward
 from rlhf.hashing import prompt_role_mask
 
 
@@ -64,6 +64,29 @@ def test_noise_calibration_hits_the_target_and_the_labeler_agrees_that_often():
         agree, total = agree + a, total + t
     assert agree / total == pytest.approx(0.73, abs=0.01)
     assert cmp.calibrate_noise([[0.5, 0.5]], 0.73) == 0.0  # nothing to calibrate on
+
+
+def test_a_rankers_expected_agreement_with_the_labeler_over_its_draws():
+    gold = [[0.9, 0.5, 0.5, 0.4], [1.0, 0.2], [0.3, 0.3]]  # pairs (0.9,0.5) x2, (0.9,0.4), (0.5,0.4) x2, (1.0,0.2)
+    keeps = [cmp.keep_probability(d, 0.2) for d in (0.4, 0.4, 0.5, 0.1, 0.1, 0.8)]
+    ceiling = cmp.expected_agreement(gold, 0.2)
+    assert cmp.expected_ranker_agreement(gold, gold, 0.2) == pytest.approx(ceiling)  # gold's own order
+    inverted = [[-x for x in g] for g in gold]
+    assert cmp.expected_ranker_agreement(gold, inverted, 0.2) == pytest.approx(1 - ceiling)
+    # one mistake (the second 0.5 below the 0.4) and a tie (the first prompt's 0.9 and first 0.5): tie counts 0
+    scores = [[2.0, 2.0, 0.0, 1.0], [1.0, 0.0], [0.0, 5.0]]
+    want = (0 + keeps[1] + keeps[2] + keeps[3] + (1 - keeps[4]) + keeps[5]) / 6
+    assert cmp.expected_ranker_agreement(gold, scores, 0.2) == pytest.approx(want)
+    assert [e for _, e in cmp.ranker_pairs(gold[1], [0.0, 1.0], 0.2)] == [pytest.approx(1 - keeps[5])]
+    assert cmp.expected_ranker_agreement([[0.3, 0.3]], [[1.0, 0.0]], 0.2) is None  # no pair with distinct gold
+    # against the labeler itself, over many draws of its noise
+    rng = random.Random(3)
+    agree = total = 0
+    for _ in range(4000):
+        ranks = [cmp.label(g, 0.2, rng) for g in gold]
+        a, t = reward.accuracy_counts(scores, ranks)
+        agree, total = agree + a, total + t
+    assert agree / total == pytest.approx(want, abs=0.01)
 
 
 def test_two_labelers_expect_to_agree_on_k2_plus_1_minus_k_squared_of_each_pair():
@@ -287,6 +310,8 @@ def test_labeler_stage_calibrates_and_logs_how_often_two_labelers_would_agree(wo
         assert expected == pytest.approx(cmp.expected_agreement([list(g) for g in table.gold_scores], noise))
         assert 0.5 < inter < expected
     assert metrics["comparisons/train_expected_labeler_gold_agreement"] == metrics["comparisons/expected_agreement"]
+    # the labeler's noise travels with the rankings, for the reward model's expected figures
+    assert cmp.read_labeler(tmp_path) == {"noise": noise, "splits": ["train", "val"]}
 
 
 def test_labeler_on_prompts_of_ones_own_is_refused_with_the_key_to_set(world, tmp_path):
@@ -318,12 +343,14 @@ def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
         cmp.run(dataclasses.replace(c, max_quarantine_fraction=0.0), 0.5, world / "nope", world / "prompts",
                 out, seed=0, device="cpu")
     assert not (out / "train.parquet").exists() and len(pd.read_parquet(out / "quarantine.parquet")) == 1
+    (out / cmp.LABELER_FILE).write_text('{"noise": 0.2, "splits": ["train", "val"]}')  # a labeler run before
     metrics = cmp.run(c, 0.5, world / "nope", world / "prompts", out, seed=0, device="cpu")  # no model needed
     train, val = (pd.read_parquet(out / f"{s}.parquet") for s in ("train", "val"))
     assert len(train) + len(val) == 40 and 4 <= len(val) <= 18 and not set(train.prompt) & set(val.prompt)
     assert metrics["comparisons/imported"] == 40 and metrics["comparisons/quarantined"] == 1
     assert metrics["comparisons/train_pairs"] == len(train) and "comparisons/labeler_noise" not in metrics
     assert not [k for k in metrics if "inter_labeler" in k]  # imported ranks: no simulated labeler to compare
+    assert cmp.read_labeler(out) is None
     assert val.gold_scores.isna().all()
 
 
@@ -335,3 +362,4 @@ def test_import_stage_without_val_fraction_has_the_labeler_rank_val_prompts(worl
     assert len(val) == 5 and set(val.responses.map(len)) == {3} and val.gold_scores.notna().all()
     assert metrics["comparisons/train_prompts"] == 1 and "comparisons/labeler_noise" in metrics
     assert not {k for k in metrics if k.startswith("comparisons/train_expected_")}  # train ranks were imported
+    assert cmp.read_labeler(tmp_path / "out") == {"noise": metrics["comparisons/labeler_noise"], "splits": ["val"]}

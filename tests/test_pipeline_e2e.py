@@ -95,6 +95,10 @@ def test_real_pipeline_end_to_end(tmp_path):
     rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
     assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    # against the labeler's own agreement with gold: its noise came with the rankings (labeler.json)
+    assert 0 <= rm_metrics["rm/val_expected_accuracy"] <= rm_metrics["rm/val_expected_ceiling"] <= 1
+    assert rm_metrics["rm/val_labeler_shortfall"] == pytest.approx(
+        rm_metrics["rm/val_labeler_gold_agreement"] - rm_metrics["rm/val_accuracy"])
     # two members, weight-averaged: their own figures beside the average's, their curves one after the other
     assert rm_metrics["rm/average_seeds"] == 2
     assert rm_metrics["rm/members/val_accuracy_min"] <= rm_metrics["rm/members/val_accuracy_mean"] \
@@ -223,7 +227,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     shift = rm_metrics["rm/reward_shift"]
     assert getattr(rm.config, reward.OFFSET_KEY) == pytest.approx(shift) == rm.config.rlhf_reward_shift
     assert rm_metrics["rm/val_pairs"] > 0 and 0 <= rm_metrics["rm/val_accuracy"] <= 1
-    assert not [k for k in rm_metrics if "gold" in k]  # imported rankings carry no gold
+    assert not [k for k in rm_metrics if "gold" in k or "expected" in k]  # imported rankings: no gold, no labeler
     demos = pd.read_parquet(root / "data" / "sft" / "train.parquet")
     scores = reward.score(rm, models.load_tokenizer(root / "models" / "rm"), list(demos.prompt), list(demos.response))
     assert abs(sum(scores) / len(scores)) < 1e-4

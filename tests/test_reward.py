@@ -240,6 +240,25 @@ def test_validation_metrics_by_ranks_gold_and_k():
     assert m["rm/val_accuracy/k2"] == 0.0 and m["rm/val_accuracy/k4"] == pytest.approx(10 / 11)
 
 
+def test_validation_against_the_labelers_own_agreement_measured_and_expected():
+    from rlhf import comparisons
+
+    gold = [[0.9, 0.5, 0.1], [0.2, 0.8]]
+    ranks = [[0, 2, 1], [0, 1]]                        # the labeler got two of the four gold pairs wrong
+    rewards = [[3.0, 1.0, 2.0], [0.0, 1.0]]            # the RM follows the labeler in the first, gold in the second
+    m = reward.validation_metrics(rewards, ranks, gold, noise=0.3)
+    assert m["rm/val_accuracy"] == pytest.approx(3 / 4) and m["rm/val_labeler_gold_agreement"] == pytest.approx(2 / 4)
+    assert m["rm/val_labeler_shortfall"] == pytest.approx(2 / 4 - 3 / 4)
+    assert m["rm/val_expected_ceiling"] == pytest.approx(comparisons.expected_agreement(gold, 0.3))
+    assert m["rm/val_expected_accuracy"] == pytest.approx(comparisons.expected_ranker_agreement(gold, rewards, 0.3))
+    assert m["rm/val_expected_shortfall"] == pytest.approx(m["rm/val_expected_ceiling"] - m["rm/val_expected_accuracy"])
+    assert m["rm/val_expected_shortfall"] > 0                    # it inverts a gold pair: the expectation sees it
+    # without the labeler's noise (imported rankings), or where a group has no gold: none of them
+    for kwargs in ({"gold": gold}, {"gold": [gold[0], None], "noise": 0.3}):
+        got = reward.validation_metrics(rewards, ranks, **kwargs)
+        assert not [k for k in got if "labeler" in k or "expected" in k]
+
+
 def test_validation_of_imported_rankings_without_gold_gives_no_gold_figures():
     m = reward.validation_metrics([[2.0, 1.0], [0.0, 1.0, 3.0]], [[0, 1], [2, 1, 0]], [None, None],
                                   prompts=["Write a poem", "Explain a mutex"])

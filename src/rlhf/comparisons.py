@@ -49,6 +49,7 @@ SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt", pa.string()), ("respo
                     ("ranks", pa.list_(pa.int64())), ("gold_scores", pa.list_(pa.float64()))])
 SPLITS = ("train", "val")
 VAL_SALT = "comparisons"  # salt of the prompt hash that sends an imported ranking to val
+LABELER_FILE = "labeler.json"  # beside the parquets: the simulated labeler's noise and the splits it ranked
 _ASSISTANT_MARK = "\n\nAssistant:"
 
 
@@ -100,6 +101,24 @@ def expected_agreement(gold: list[list[float]], noise: float) -> float | None:
     `keep_probability` over the pairs with distinct gold scores. None when there is no such pair."""
     keeps = _keep_probabilities(gold, noise)
     return sum(keeps) / len(keeps) if keeps else None
+
+
+def ranker_pairs(gold: list[float], scores: list[float], noise: float):
+    """(keep, expected) for every pair of one prompt's responses with distinct gold scores: the
+    labeler's probability of keeping the gold order, and how often a ranker that gives the responses
+    `scores` is expected to order the pair as the labeler does (keep when it follows gold, 1 - keep
+    when it inverts it, 0 on a tie, as `rm/val_accuracy` counts a tie against a ranked pair)."""
+    for i, j, gap in gold_pairs(gold):
+        keep = keep_probability(gap, noise)
+        yield keep, keep if scores[i] > scores[j] else 1 - keep if scores[i] < scores[j] else 0.0
+
+
+def expected_ranker_agreement(gold: list[list[float]], scores: list[list[float]], noise: float) -> float | None:
+    """A ranker's agreement with the labeler at noise std `noise`, expected over the labeler's draws:
+    the mean of `ranker_pairs`' expectation over the pairs with distinct gold scores. A ranker that
+    orders every pair as gold does expects `expected_agreement`. None when there is no such pair."""
+    got = [e for g, s in zip(gold, scores) for _, e in ranker_pairs(g, s, noise)]
+    return sum(got) / len(got) if got else None
 
 
 def expected_inter_labeler_agreement(gold: list[list[float]], noise: float) -> float | None:
@@ -354,7 +373,7 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
     raises ComparisonsError (or label_files.ImportFilesError) when the stage must fail, leaving no
     train/val files behind (the quarantine stays, to see why)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("train.parquet", "val.parquet", "quarantine.parquet"):
+    for name in ("train.parquet", "val.parquet", "quarantine.parquet", LABELER_FILE):
         (out_dir / name).unlink(missing_ok=True)  # nothing stale survives a failed run
     rngs: dict[str, random.Random] = {}  # per labeled split: K per prompt, then the labeler's noise
     tables: dict[str, pd.DataFrame] = {}
@@ -430,4 +449,14 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
             metrics[f"comparisons/{split}_labeler_gold_agreement"] = agree / total
     for split in SPLITS:
         write(tables[split], out_dir / f"{split}.parquet")
+    if sampled:
+        (out_dir / LABELER_FILE).write_text(json.dumps({"noise": metrics["comparisons/labeler_noise"],
+                                                         "splits": sampled}) + "\n")
     return metrics
+
+
+def read_labeler(folder: Path) -> dict | None:
+    """What `run` wrote of the simulated labeler (`noise`, the `splits` it ranked), or None where every
+    ranking was imported (or the folder predates the file)."""
+    path = Path(folder) / LABELER_FILE
+    return json.loads(path.read_text()) if path.exists() else None

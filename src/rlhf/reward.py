@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from rlhf import data, evaluation, lm, models
-from rlhf.comparisons import competition_ranks
+from rlhf.comparisons import competition_ranks, expected_agreement, expected_ranker_agreement, gold_agreement
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.train import fingerprint, fit, set_seed
 
@@ -380,11 +380,17 @@ def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]],
 
 def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
                        gold: list[list[float] | None], tie_credit: float = 0.0,
-                       prompts: list[str] | None = None) -> dict[str, float]:
+                       prompts: list[str] | None = None, noise: float | None = None) -> dict[str, float]:
     """`rm/val_accuracy` against the ranks, `rm/val_accuracy_gold` against the gold ordering (pairs
     with equal gold left out; only groups with gold scores), `rm/val_accuracy/k<K>` per K, and the
     val loss. With `prompts`, also `rm/val_accuracy_gold/<family>` per task family of the world
-    (unrecognised prompts under 'other'): which kinds of answer the RM can judge."""
+    (unrecognised prompts under 'other'): which kinds of answer the RM can judge. With `noise`, the
+    simulated labeler's noise std when it ranked every group, also the RM against the labeler's own
+    agreement with gold (issue 5 allows a shortfall of 0.05): `rm/val_labeler_gold_agreement` and
+    `rm/val_labeler_shortfall` (that minus `rm/val_accuracy`) on these rankings, one draw of the
+    labeler's noise, and the same expected over its draws, which no single draw moves:
+    `rm/val_expected_accuracy`, `rm/val_expected_ceiling` (a ranker that orders every pair as gold
+    does) and `rm/val_expected_shortfall` (the ceiling minus the RM's)."""
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
     agree, total = accuracy_counts(rewards_, ranks, tie_credit)
@@ -409,6 +415,15 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
                                        [y for x, y in zip(rewards_, ranks) if len(x) == size], tie_credit)
         if total:
             out[f"rm/val_accuracy/k{size}"] = agree / total
+    if noise is not None and gold and all(g is not None for g in gold):
+        agree, total = gold_agreement(gold, ranks)
+        agree = float(agree)
+        expected, ceiling = expected_ranker_agreement(gold, rewards_, noise), expected_agreement(gold, noise)
+        if total and expected is not None:
+            out.update({"rm/val_labeler_gold_agreement": agree / total,
+                        "rm/val_labeler_shortfall": agree / total - out["rm/val_accuracy"],
+                        "rm/val_expected_accuracy": expected, "rm/val_expected_ceiling": ceiling,
+                        "rm/val_expected_shortfall": ceiling - expected})
     return out
 
 
