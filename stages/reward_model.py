@@ -6,8 +6,9 @@ best-ranked responses); with reward_model.average_seeds N > 1, N such models fro
 + N - 1 with their weights averaged into the one saved (WARM); then a bias shift so that
 demonstrations score mean 0, stored in the weights; then validation accuracy against the labeler's
 ranks, against gold, per K, against gold per task family (and the averaged members' own figures),
-against the simulated labeler's own agreement with gold (measured and expected), and a calibration plot, beside two yardsticks scored on the same pairs (response length; the SFT
-model's log-likelihood)."""
+against the simulated labeler's own agreement with gold (measured and expected), and a calibration
+plot, beside two yardsticks scored on the same pairs (response length; the SFT model's
+log-likelihood)."""
 
 import copy
 import csv

@@ -417,11 +417,11 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
             out[f"rm/val_accuracy/k{size}"] = agree / total
     if noise is not None and gold and all(g is not None for g in gold):
         agree, total = gold_agreement(gold, ranks)
-        agree = float(agree)
         expected, ceiling = expected_ranker_agreement(gold, rewards_, noise), expected_agreement(gold, noise)
         if total and expected is not None:
-            out.update({"rm/val_labeler_gold_agreement": agree / total,
-                        "rm/val_labeler_shortfall": agree / total - out["rm/val_accuracy"],
+            labeler = float(agree) / total
+            out.update({"rm/val_labeler_gold_agreement": labeler,
+                        "rm/val_labeler_shortfall": labeler - out["rm/val_accuracy"],
                         "rm/val_expected_accuracy": expected, "rm/val_expected_ceiling": ceiling,
                         "rm/val_expected_shortfall": ceiling - expected})
     return out
