@@ -42,6 +42,13 @@ needs the embedded world's labeler (`comparisons.source: labeler`), and it train
    reward model that cannot read the context loses on lookup even when it is right about all
    else. Copying: the base model's mean loss on a seeded random run of the world's words read a
    first and a second time in one sequence (an induction head makes the second reading cheap).
+6. A likelihood reward model's two parts (`reward_model.likelihood_coef` > 0; absent for the
+   paper's head): per family, accuracy against gold of the head alone (with its bias), of c x the
+   trunk's log-likelihood of the response alone, and of their sum, the reward. Then the likelihood
+   part rescaled per family by the best of RESCALES on these val pairs (an upper bound on what a
+   reward model that weighs its likelihood by the kind of prompt could gain, read off the pairs it
+   is scored on), alone and with the copy oracle of 3 on top at its best weight: what the
+   reward model would score against the labeler with both.
 
 Figures, never a pass/fail. Prints a table, then as its last line one JSON object.
 """
@@ -64,6 +71,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from rlhf import comparisons, data, evaluation, lm, losses, models, reward  # noqa: E402
+from rlhf.likelihood_reward import COEF_KEY  # noqa: E402
 from rlhf.world import ABSENT_ANSWER, gold_answer, parse_prompt, vocab  # noqa: E402
 from rlhf.world import score as world_score  # noqa: E402
 from rlhf.world.labeler import ABSENT_MARKERS, ATTRIBUTES, WEIGHTS  # noqa: E402
@@ -73,6 +81,7 @@ COPY_FAMILIES = ("reverse", "summary", "lookup")
 CONTENT_WORDS = frozenset(vocab.COLOURS + vocab.ANIMALS + vocab.FRUITS + vocab.OBJECTS + vocab.ADJECTIVES
                           + vocab.REVIEW_NOUNS)
 ORACLE_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
+RESCALES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
 SURE = 0.9
 MARGIN = 0.05  # issue 5: the RM against the labeler, at least the labeler's agreement with gold minus this
 
@@ -130,14 +139,56 @@ def content_words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower())) & CONTENT_WORDS
 
 
-def copy_oracle(val: pd.DataFrame, rewards: list[list[float]], weight: float) -> dict[str, float]:
+def copy_checked(val: pd.DataFrame, rewards: list[list[float]], weight: float) -> list[list[float]]:
+    """`rewards` minus `weight` per content word of the world in a response but not in its prompt,
+    on COPY_FAMILIES."""
     adjusted = []
     for prompt, responses, r in zip(val.prompt, val.responses, rewards):
         if evaluation.family(prompt) in COPY_FAMILIES:
             allowed = content_words(prompt)
             r = [x - weight * len(content_words(t) - allowed) for x, t in zip(r, responses)]
         adjusted.append(list(r))
-    return reward.validation_metrics(adjusted, [list(k) for k in val.ranks], [list(g) for g in val.gold_scores])
+    return adjusted
+
+
+def copy_oracle(val: pd.DataFrame, rewards: list[list[float]], weight: float) -> dict[str, float]:
+    return reward.validation_metrics(copy_checked(val, rewards, weight), [list(k) for k in val.ranks],
+                                     [list(g) for g in val.gold_scores])
+
+
+def reward_parts(rm, tokenizer, val: pd.DataFrame,
+                 rewards: list[list[float]]) -> tuple[list[list[float]], list[list[float]]] | None:
+    """A likelihood reward model's `rewards` on the val responses split into the head's part (with
+    its bias) and the likelihood's (c x log p(response)); None for the paper's head."""
+    coef = float(getattr(rm.config, COEF_KEY, 0.0))
+    if not coef:
+        return None
+    setattr(rm.config, COEF_KEY, 0.0)  # the model reads it at every forward pass
+    try:
+        head = reward.group_rewards(rm, tokenizer, list(val.prompt), [list(r) for r in val.responses])
+    finally:
+        setattr(rm.config, COEF_KEY, coef)
+    return head, [[t - h for t, h in zip(ts, hs)] for ts, hs in zip(rewards, head)]
+
+
+def rescaled(val: pd.DataFrame, head: list[list[float]], likelihood: list[list[float]],
+             scales: dict[str, float]) -> list[list[float]]:
+    """head + scale x likelihood, the scale of each prompt's family (1 for a family not in `scales`)."""
+    return [[h + scales.get(evaluation.family(p), 1.0) * x for h, x in zip(hs, xs)]
+            for p, hs, xs in zip(val.prompt, head, likelihood)]
+
+
+def best_rescale(val: pd.DataFrame, head: list[list[float]], likelihood: list[list[float]],
+                 noise: float) -> dict[str, float]:
+    """Per family, the scale of the likelihood part among RESCALES with the most expected agreement
+    with the labeler on these val pairs; 1 (the reward as trained) where nothing does better. A pair
+    never spans two prompts, so each family's scale is chosen with the others at 1."""
+    best = {}
+    for fam in sorted({evaluation.family(p) for p in val.prompt}):
+        def expected(scale: float) -> float:
+            return agreement_lost(val, rescaled(val, head, likelihood, {fam: scale}), noise)["expected"]
+        best[fam] = max((1.0,) + tuple(s for s in RESCALES if s != 1.0), key=expected)  # ties keep 1
+    return best
 
 
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 200) -> float:
@@ -304,6 +355,23 @@ def main() -> None:
                               lambda ps, rs: lm.response_logprobs(sft, sft_tok, ps, rs))
     base = args.run / "models" / "base"
     copied = copying(base) if (base / "config.json").exists() else None
+    parts = reward_parts(rm, rm_tok, val, rewards)
+    split = None
+    if parts is not None:
+        head, likelihood = parts
+        ranks, golds = [list(k) for k in val.ranks], [list(g) for g in val.gold_scores]
+        by = {name: reward.validation_metrics(x, ranks, golds, prompts=list(val.prompt))
+              for name, x in (("head", head), ("likelihood", likelihood), ("sum", rewards))}
+        scales = best_rescale(val, head, likelihood, noise)
+        scaled = rescaled(val, head, likelihood, scales)
+        weight = max(ORACLE_WEIGHTS, key=lambda w: agreement_lost(val, copy_checked(val, scaled, w), noise)["expected"])
+        both = copy_checked(val, scaled, weight)
+        prefix = "rm/val_accuracy_gold/"
+        split = {"gold_by_family": {key[len(prefix):]: {name: m[key] for name, m in by.items()}
+                                    for key in sorted(by["sum"]) if key.startswith(prefix)},
+                 "scales": scales, "expected_rescaled": agreement_lost(val, scaled, noise)["expected"],
+                 "copy_weight": weight, "expected_rescaled_copy": agreement_lost(val, both, noise)["expected"],
+                 "rescaled_copy_vs_labeler": reward.validation_metrics(both, ranks, golds)["rm/val_accuracy"]}
 
     print(f"val pairs {met['rm/val_pairs']}; labeler noise sigma {noise:.3f}")
     print(f"RM vs gold {met['rm/val_accuracy_gold']:.3f}; RM vs labeler {met['rm/val_accuracy']:.3f}; labeler vs gold "
@@ -342,6 +410,17 @@ def main() -> None:
     if copied:
         print(f"copying: the base model's loss on a random run of the world's words, first reading "
               f"{copied['first']:.2f}, second {copied['second']:.2f}")
+    if split:
+        print("the reward's two parts, head + c x log p(response): accuracy against gold by family")
+        print(f"  {'family':<11} {'head':>6} {'likelihood':>11} {'sum':>6}")
+        for fam, acc in split["gold_by_family"].items():
+            print(f"  {fam:<11} {acc['head']:>6.3f} {acc['likelihood']:>11.3f} {acc['sum']:>6.3f}")
+        print("the likelihood part rescaled per family, the best of " + ", ".join(map(str, RESCALES)) + " on these val "
+              "pairs (an upper bound): " + ", ".join(f"{f} {x:g}" for f, x in split["scales"].items())
+              + f"; expected agreement {split['expected_rescaled']:.3f} (as trained {gap['expected']:.3f})")
+        print(f"  and with the copy oracle at b = {split['copy_weight']:g} on top: expected "
+              f"{split['expected_rescaled_copy']:.3f} (ceiling - {MARGIN}: {gap['ceiling'] - MARGIN:.3f}), against "
+              f"the labeler {split['rescaled_copy_vs_labeler']:.3f} (target {target:.3f})")
     best = max(oracle, key=lambda w: oracle[w]["rm/val_accuracy"])
     print(json.dumps({
         "val_pairs": met["rm/val_pairs"], "labeler_noise": round(noise, 4),
@@ -361,6 +440,10 @@ def main() -> None:
         "context_reading": {k: round(v, 4) if isinstance(v, float) else v for k, v in reading.items()},
         "expected_context_blind": round(blind["expected"], 4),
         "copying": {k: round(v, 4) for k, v in copied.items()} if copied else None,
+        "parts": {**split, **{k: round(split[k], 4) for k in ("expected_rescaled", "expected_rescaled_copy",
+                                                              "rescaled_copy_vs_labeler")},
+                  "gold_by_family": {f: {k: round(v, 4) for k, v in acc.items()}
+                                     for f, acc in split["gold_by_family"].items()}} if split else None,
     }))
 
 

@@ -1,5 +1,6 @@
 """benchmarks/reward_gap.py: its accounting of agreement lost against a perfect gold ranker, a second
-labeler, the copy oracle, its errors on runs it cannot read, and an end-to-end run on a tiny pipeline folder."""
+labeler, the copy oracle, a likelihood reward model's two parts and their rescaling, its errors on runs it
+cannot read, and an end-to-end run on a tiny pipeline folder."""
 
 import importlib.util
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rlhf import comparisons, models, world
+from rlhf import comparisons, lm, models, reward, world
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reward_gap.py"
@@ -84,6 +85,46 @@ def test_the_copy_oracle_penalises_content_words_absent_from_the_prompt_on_copy_
     assert out["rm/val_accuracy_gold"] == pytest.approx(7 / PAIRS)
 
 
+def test_rescaling_the_likelihood_part_per_family_finds_where_it_helps_and_where_it_hurts():
+    gold = [list(g) for g in VAL.gold_scores]
+    head = [[0.01 * x for x in g] for g in gold]  # gold's order, faintly
+    # the likelihood part: gold's order on reverse and summary, the inverse on arithmetic, flat on lookup
+    sign = {"reverse": 1.0, "summary": 1.0, "arithmetic": -1.0, "lookup": 0.0}
+    likelihood = [[sign[world.parse_prompt(p)[0]] * x for x in g] for p, g in zip(VAL.prompt, gold)]
+    assert gap.rescaled(VAL, head, likelihood, {})[2] == pytest.approx([-0.99, -0.891, -0.396])
+    assert gap.rescaled(VAL, head, likelihood, {"arithmetic": 0.0})[2] == head[2]
+    assert gap.rescaled(VAL, [[1.0] * len(g) for g in gold], likelihood, {"reverse": 2.0})[0] == [3.0, 2.0, 1.8]
+    scales = gap.best_rescale(VAL, head, likelihood, NOISE)
+    # arithmetic's inverted order is best dropped, leaving the head's; where nothing beats the reward as
+    # given (every scale keeps gold's order on reverse and summary; lookup's part is flat), it stays at 1
+    assert scales == {"arithmetic": 0.0, "reverse": 1.0, "summary": 1.0, "lookup": 1.0}
+    as_given, best = (gap.agreement_lost(VAL, gap.rescaled(VAL, head, likelihood, s), NOISE)["expected"]
+                      for s in ({}, scales))
+    assert best > as_given
+    # a head that orders arithmetic as strongly as gold does: every scale keeps its order, so 1 stays
+    head[2] = [10 * x for x in gold[2]]
+    assert gap.best_rescale(VAL, head, likelihood, NOISE)["arithmetic"] == 1.0
+
+
+def test_a_likelihood_reward_model_splits_into_its_head_and_c_times_the_sft_log_likelihood(tmp_path):
+    run = tiny_run(tmp_path)
+    rm, tok = reward.load(run / "models" / "rm"), models.load_tokenizer(run / "models" / "rm")
+    responses = [list(r) for r in VAL.responses]
+    total = reward.group_rewards(rm, tok, list(VAL.prompt), responses)
+    head, likelihood = gap.reward_parts(rm, tok, VAL, total)
+    assert rm.config.rlhf_likelihood_coef == COEF  # restored after the split
+    for t, h, x in zip(total, head, likelihood):
+        assert [a + b for a, b in zip(h, x)] == pytest.approx(t)
+    # the untrained RM's trunk is the SFT model's: its part is c x the SFT log-likelihood of response + EOS
+    sft = models.load_causal_lm(run / "models" / "sft")
+    flat = lm.response_logprobs(sft, tok, [p for p, rs in zip(VAL.prompt, responses) for _ in rs],
+                                [r for rs in responses for r in rs])
+    assert [x for xs in likelihood for x in xs] == pytest.approx([COEF * x for x in flat], abs=1e-4)
+    paper = reward.from_sft(run / "models" / "sft")
+    paper.config.pad_token_id = tok.pad_token_id
+    assert gap.reward_parts(paper, tok, VAL, total) is None
+
+
 LOOKUPS = ["Context: the book is red. the banana is teal. Question: what colour is the book?",
            "Context: the fig is grey. the cup is teal. the owl is pink. Question: what colour is the owl?",
            "Context: the cat is blue. Question: which colour is the drum?",
@@ -137,20 +178,25 @@ def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_
     assert out.returncode != 0 and "--draws must be at least 1, got 0" in out.stderr
 
 
+COEF = 0.3
+
+
 def tiny_run(root: Path, with_noise: bool = True) -> Path:
-    """A pipeline folder with a 1-layer SFT model, an RM from it, comparisons and the labeler's noise."""
+    """A pipeline folder with a 1-layer SFT model, an untrained likelihood RM from it (c = COEF),
+    comparisons and the labeler's noise."""
     import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     texts = [p + " " + r for p, rs in zip(VAL.prompt, VAL.responses) for r in rs] * 10
     tok = models.train_tokenizer(texts, 300)
     torch.manual_seed(0)
     cfg = dict(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2, pad_token_id=tok.pad_token_id,
                bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    for name, model in (("sft", GPT2LMHeadModel(GPT2Config(**cfg))), ("base", GPT2LMHeadModel(GPT2Config(**cfg))),
-                        ("rm", GPT2ForSequenceClassification(GPT2Config(**cfg, num_labels=1)))):
-        model.save_pretrained(root / "models" / name)
-        tok.save_pretrained(root / "models" / name)
+    for name in ("sft", "base"):
+        models.save(GPT2LMHeadModel(GPT2Config(**cfg)), tok, root / "models" / name)
+    rm = reward.from_sft(root / "models" / "sft", COEF)
+    rm.config.pad_token_id = tok.pad_token_id
+    models.save(rm, tok, root / "models" / "rm")
     (root / "data" / "comparisons").mkdir(parents=True)
     train = pd.concat([VAL] * 10, ignore_index=True)
     train.to_parquet(root / "data" / "comparisons" / "train.parquet")
@@ -183,6 +229,14 @@ def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
     for key in ("layer0", "layer1", "majority"):
         assert 0.0 <= result["probe"][key] <= 1.0 and math.isfinite(result["probe"][key])
     assert result["expected_context_blind"] <= result["expected_ceiling"]
+    parts = result["parts"]
+    assert set(parts["gold_by_family"]) == {"reverse", "summary", "arithmetic", "lookup"}
+    for acc in parts["gold_by_family"].values():
+        assert set(acc) == {"head", "likelihood", "sum"} and all(0.0 <= a <= 1.0 for a in acc.values())
+    assert set(parts["scales"]) == set(parts["gold_by_family"]) and set(parts["scales"].values()) <= set(gap.RESCALES)
+    assert parts["copy_weight"] in gap.ORACLE_WEIGHTS
+    assert parts["expected_rescaled"] >= result["expected_rm"] - 1e-4  # the scales include the trained reward's 1
+    assert parts["expected_rescaled_copy"] <= result["expected_ceiling"] + 1e-4
     reads = result["context_reading"]
     assert reads["lookup_prompts"] == 1 and reads["binding_pairs"] == 1  # the book: red against teal
     assert reads["rm_binding"] in (0.0, 0.5, 1.0) and reads["sft_binding"] in (0.0, 0.5, 1.0)
