@@ -191,6 +191,25 @@ def best_rescale(val: pd.DataFrame, head: list[list[float]], likelihood: list[li
     return best
 
 
+def likelihood_split(val: pd.DataFrame, head: list[list[float]], likelihood: list[list[float]],
+                     rewards: list[list[float]], noise: float) -> dict:
+    """Section 6's figures from a likelihood RM's two parts (`reward_parts`) and their sum `rewards`."""
+    ranks, golds = [list(k) for k in val.ranks], [list(g) for g in val.gold_scores]
+    by = {name: reward.validation_metrics(x, ranks, golds, prompts=list(val.prompt))
+          for name, x in (("head", head), ("likelihood", likelihood), ("sum", rewards))}
+    scales = best_rescale(val, head, likelihood, noise)
+    scaled = rescaled(val, head, likelihood, scales)
+    checked = {w: copy_checked(val, scaled, w) for w in ORACLE_WEIGHTS}
+    expected = {w: agreement_lost(val, x, noise)["expected"] for w, x in checked.items()}
+    weight = max(ORACLE_WEIGHTS, key=expected.__getitem__)
+    prefix = "rm/val_accuracy_gold/"
+    return {"gold_by_family": {key[len(prefix):]: {name: m[key] for name, m in by.items()}
+                               for key in sorted(by["sum"]) if key.startswith(prefix)},
+            "scales": scales, "expected_rescaled": agreement_lost(val, scaled, noise)["expected"],
+            "copy_weight": weight, "expected_rescaled_copy": expected[weight],
+            "rescaled_copy_vs_labeler": reward.validation_metrics(checked[weight], ranks, golds)["rm/val_accuracy"]}
+
+
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 200) -> float:
     """Test accuracy of an L2-regularised logistic regression (standardised features, L-BFGS)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -356,22 +375,7 @@ def main() -> None:
     base = args.run / "models" / "base"
     copied = copying(base) if (base / "config.json").exists() else None
     parts = reward_parts(rm, rm_tok, val, rewards)
-    split = None
-    if parts is not None:
-        head, likelihood = parts
-        ranks, golds = [list(k) for k in val.ranks], [list(g) for g in val.gold_scores]
-        by = {name: reward.validation_metrics(x, ranks, golds, prompts=list(val.prompt))
-              for name, x in (("head", head), ("likelihood", likelihood), ("sum", rewards))}
-        scales = best_rescale(val, head, likelihood, noise)
-        scaled = rescaled(val, head, likelihood, scales)
-        weight = max(ORACLE_WEIGHTS, key=lambda w: agreement_lost(val, copy_checked(val, scaled, w), noise)["expected"])
-        both = copy_checked(val, scaled, weight)
-        prefix = "rm/val_accuracy_gold/"
-        split = {"gold_by_family": {key[len(prefix):]: {name: m[key] for name, m in by.items()}
-                                    for key in sorted(by["sum"]) if key.startswith(prefix)},
-                 "scales": scales, "expected_rescaled": agreement_lost(val, scaled, noise)["expected"],
-                 "copy_weight": weight, "expected_rescaled_copy": agreement_lost(val, both, noise)["expected"],
-                 "rescaled_copy_vs_labeler": reward.validation_metrics(both, ranks, golds)["rm/val_accuracy"]}
+    split = likelihood_split(val, *parts, rewards, noise) if parts else None
 
     print(f"val pairs {met['rm/val_pairs']}; labeler noise sigma {noise:.3f}")
     print(f"RM vs gold {met['rm/val_accuracy_gold']:.3f}; RM vs labeler {met['rm/val_accuracy']:.3f}; labeler vs gold "
