@@ -49,6 +49,33 @@ def test_standalone_stage_run_logs_params_tags_metrics_artifacts(project):
     assert [a.path for a in run.client.list_artifacts(run.run_id, "metrics")] == ["metrics/sft.json"]
 
 
+def test_step_metrics_are_written_in_batches_and_all_of_them_by_the_end(project, monkeypatch):
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 3600.0)
+    with tracking.stage_run("sft", "exp") as run:
+        for step in range(5):
+            run.log_metrics({"sft/loss": 1.0 / (step + 1), "sft/lr": 0.1}, step)
+        assert run.client.get_metric_history(run.run_id, "sft/loss") == []  # not written yet
+        run.flush()
+        assert len(run.client.get_metric_history(run.run_id, "sft/loss")) == 5
+        run.log_metrics({"sft/loss": 0.1}, 5)
+    history = run.client.get_metric_history(run.run_id, "sft/loss")
+    assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)] + [(5, 0.1)]
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 0.0)  # every call writes
+    with tracking.stage_run("sft", "exp") as run:
+        run.log_metrics({"sft/loss": 2.0}, 0)
+        assert [m.value for m in run.client.get_metric_history(run.run_id, "sft/loss")] == [2.0]
+
+
+def test_metrics_logged_before_a_failure_are_kept(project, monkeypatch):
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 3600.0)
+    with pytest.raises(ZeroDivisionError):
+        with tracking.stage_run("sft", "exp") as run:
+            run.log_metrics({"sft/loss": 3.0}, 7)
+            1 / 0
+    r = tracking.get_run(run.run_id)
+    assert r.info.status == "FAILED" and r.data.metrics == {"sft/loss": 3.0}
+
+
 def test_failed_on_exception(project):
     with pytest.raises(ZeroDivisionError):
         with tracking.stage_run("sft", "exp") as run:

@@ -24,6 +24,8 @@ STAGE_TAG = "rlhf.stage"
 CACHED_TAG = "rlhf.cached"
 PIPELINE_TAG = "rlhf.pipeline"
 _BATCH = 100  # MLflow's limit on params per log_batch call
+_METRIC_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+FLUSH_SECONDS = 2.0  # step metrics wait at most this long in memory before they are written
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -101,11 +103,17 @@ def dvc_dep_tags(stage: str, root: Path) -> dict[str, str]:
 
 
 class Run:
-    """One open MLflow run: step metrics, params, artifacts, and the stage's metrics file."""
+    """One open MLflow run: step metrics, params, artifacts, and the stage's metrics file.
+
+    Step metrics are written in batches, at most FLUSH_SECONDS after they are logged and whenever
+    the run ends (one write per training step costs 10-16 ms on a 2-core machine, 2-4% of the
+    default pipeline); the MLflow UI's curves trail the training by that much."""
 
     def __init__(self, client, run_id: str):
         self.client = client
         self.run_id = run_id
+        self._pending: list = []
+        self._last_flush = time.monotonic()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -126,10 +134,17 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the step metrics logged since the last write."""
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), _METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=pending[i:i + _METRIC_BATCH])
+        self._last_flush = time.monotonic()
 
     def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         """A file or a whole directory (a checkpoint, a report, plots)."""
@@ -188,6 +203,7 @@ class NullRun:
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def flush(self) -> None: ...
     def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_table(self, rows: list[dict], artifact_file: str) -> None: ...
     def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None: ...
@@ -203,11 +219,14 @@ def _open_run(client, exp_id: str, tags: dict, name: str | None, params: Mapping
             run.log_params(params)
         yield run
     except KeyboardInterrupt:
+        run.flush()
         client.set_terminated(info.run_id, "KILLED")
         raise
     except BaseException:
+        run.flush()
         client.set_terminated(info.run_id, "FAILED")
         raise
+    run.flush()
     client.set_terminated(info.run_id, "FINISHED")
 
 
@@ -280,6 +299,7 @@ def record_cached_stage(parent_run_id: str, stage: str, experiment: str, metrics
         if path.is_file():
             run.log_metrics(json.loads(path.read_text()))
             run.log_artifacts(path, "metrics")
+    run.flush()
     client.set_terminated(info.run_id, "FINISHED")
     return info.run_id
 
