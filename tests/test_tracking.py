@@ -66,14 +66,15 @@ def test_step_metrics_are_written_in_batches_and_all_of_them_by_the_end(project,
         assert [m.value for m in run.client.get_metric_history(run.run_id, "sft/loss")] == [2.0]
 
 
-def test_metrics_logged_before_a_failure_are_kept(project, monkeypatch):
+@pytest.mark.parametrize("error, status", [(ZeroDivisionError, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_metrics_logged_before_a_failure_are_kept(project, monkeypatch, error, status):
     monkeypatch.setattr(tracking, "FLUSH_SECONDS", 3600.0)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(error):
         with tracking.stage_run("sft", "exp") as run:
             run.log_metrics({"sft/loss": 3.0}, 7)
-            1 / 0
+            raise error
     r = tracking.get_run(run.run_id)
-    assert r.info.status == "FAILED" and r.data.metrics == {"sft/loss": 3.0}
+    assert r.info.status == status and r.data.metrics == {"sft/loss": 3.0}
 
 
 def test_failed_on_exception(project):

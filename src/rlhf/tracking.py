@@ -214,20 +214,18 @@ def _open_run(client, exp_id: str, tags: dict, name: str | None, params: Mapping
     """Create a run, yield it, and end it FINISHED, FAILED (the body raised) or KILLED (Ctrl-C)."""
     info = client.create_run(exp_id, tags=tags, run_name=name).info
     run = Run(client, info.run_id)
+    status = "FAILED"
     try:
         if params:
             run.log_params(params)
         yield run
+        status = "FINISHED"
     except KeyboardInterrupt:
-        run.flush()
-        client.set_terminated(info.run_id, "KILLED")
+        status = "KILLED"
         raise
-    except BaseException:
+    finally:  # the buffered step metrics land before the run is closed, whichever way it ends
         run.flush()
-        client.set_terminated(info.run_id, "FAILED")
-        raise
-    run.flush()
-    client.set_terminated(info.run_id, "FINISHED")
+        client.set_terminated(info.run_id, status)
 
 
 @contextmanager
