@@ -1,6 +1,7 @@
 """Two CPU processes (torchrun, gloo) run pretrain, sft and ppo (PPO-ptx) to completion as
 data-parallel ranks: all train, rank 0 alone writes the model, the metrics and the MLflow run, and
-the models load."""
+the models load. The stage scripts run as dvc.yaml gives them, several to a process
+(tests/stage_chain.py) so that the imports are paid once per launch rather than once per stage."""
 
 import json
 import os
@@ -40,13 +41,23 @@ def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     env.pop(tracking.PARENT_ENV, None)
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("synthesize", "ingest", "demonstrations", "pretrain", "sft", "comparisons", "reward_model", "ppo"):
-        cmd = shlex.split(stages[name]["do"]["cmd"].replace("${item}", "ptx") if name == "ppo" else stages[name]["cmd"])
-        if name in TWO_RANKS:  # python stages/x.py ... -> torchrun ... stages/x.py ...
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *cmd[1:]]
-        out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, f"{name}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+
+    def args(name: str) -> list[str]:  # `python stages/x.py ...` without the `python`
+        return shlex.split(stages[name]["do"]["cmd"].replace("${item}", "ptx") if name == "ppo"
+                           else stages[name]["cmd"])[1:]
+
+    # in dvc.yaml's order; each group is one launch
+    for group in (["synthesize", "ingest", "demonstrations"], ["pretrain", "sft"], ["comparisons", "reward_model"],
+                  ["ppo"]):
+        cmd = [str(ROOT / "tests" / "stage_chain.py")]
+        for name in group:
+            cmd += [*args(name), "--"]
+        if group[0] in TWO_RANKS:  # python chain ... -> torchrun chain ...
+            assert set(group) <= set(TWO_RANKS)
+            cmd = ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *cmd]
+        out = subprocess.run([sys.executable, *cmd], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"{group}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     pretrain = json.loads((root / "metrics/pretrain.json").read_text())
     assert pretrain["pretrain/processes"] == 2
     curve = (root / "plots/pretrain/loss.csv").read_text().splitlines()
