@@ -23,15 +23,26 @@ def commands(argv: list[str]) -> list[list[str]]:
     return [c for c in out if c]
 
 
+def run_one(cmd: list[str]) -> int:
+    """Run `python cmd[0] cmd[1:]` in this process; its exit code (a `sys.exit("message")` prints
+    the message to stderr and gives 1, as the interpreter does)."""
+    sys.argv = list(cmd)
+    try:
+        runpy.run_path(cmd[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     for cmd in commands(argv):
-        sys.argv = cmd
-        try:
-            runpy.run_path(cmd[0], run_name="__main__")
-        except SystemExit as e:
-            if e.code not in (0, None):
-                print(f"stage_chain: {cmd[0]} exited with {e.code}", file=sys.stderr)
-                return e.code if isinstance(e.code, int) else 1
+        code = run_one(cmd)
+        if code:
+            print(f"stage_chain: {cmd[0]} exited with {code}", file=sys.stderr)
+            return code
     return 0
 
 

@@ -27,13 +27,12 @@ def test_bench_batch_shapes_tiny():
     assert "new shapes" in out.stdout and "one shape" in out.stdout
 
 
-def test_bench_batch_shapes_rejects_bad_ranges():
-    out = subprocess.run([sys.executable, SCRIPT, "--min-rows", "9", "--max-rows", "4"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "--min-rows" in out.stderr
+def test_bench_batch_shapes_rejects_bad_ranges(run_script):
+    code, _, err = run_script(SCRIPT, "--min-rows", "9", "--max-rows", "4")
+    assert code == 2 and "--min-rows" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
-def test_bench_batch_shapes_cuda_without_gpu_says_so():
-    out = subprocess.run([sys.executable, SCRIPT, "--device", "cuda"], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "torch sees no CUDA device" in out.stderr
+def test_bench_batch_shapes_cuda_without_gpu_says_so(run_script):
+    code, _, err = run_script(SCRIPT, "--device", "cuda")
+    assert code != 0 and "torch sees no CUDA device" in err

@@ -169,13 +169,12 @@ def test_the_context_blind_ranker_ties_the_colours_of_a_context_and_keeps_every_
     assert out["ceiling"] - out["expected"] == pytest.approx(keep / PAIRS)  # the one tied pair, red over teal
 
 
-def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True)
-    assert out.returncode != 0
-    assert "no finished pipeline run" in out.stderr and str(tmp_path / "models" / "rm") in out.stderr
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path), "--draws", "0"], capture_output=True,
-                         text=True)
-    assert out.returncode != 0 and "--draws must be at least 1, got 0" in out.stderr
+def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path, run_script):
+    code, _, err = run_script(SCRIPT, "--run", tmp_path)
+    assert code != 0
+    assert "no finished pipeline run" in err and str(tmp_path / "models" / "rm") in err
+    code, _, err = run_script(SCRIPT, "--run", tmp_path, "--draws", "0")
+    assert code != 0 and "--draws must be at least 1, got 0" in err
 
 
 COEF = 0.3
@@ -246,7 +245,7 @@ def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
         assert result["copying"][reading] == pytest.approx(math.log(vocab), abs=1.0)
 
 
-def test_imported_rankings_are_refused(tmp_path):
+def test_imported_rankings_are_refused(tmp_path, run_script):
     run = tiny_run(tmp_path, with_noise=False)
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(run)], capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "imported" in out.stderr and "val.parquet" in out.stderr
+    code, _, err = run_script(SCRIPT, "--run", run)
+    assert code != 0 and "imported" in err and "val.parquet" in err

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from test_bench_reward_gap import tiny_run
 
@@ -50,17 +49,14 @@ def test_runs_end_to_end_and_is_deterministic_per_seed(tmp_path):
     assert (other["likelihood_coef"], other["lm_coef"]) == (0.0, 0.0) and other["seeds"][0] != again["seeds"][0]
 
 
-def test_the_paper_head_with_an_lm_loss_is_a_usage_error(tmp_path):
+def test_the_paper_head_with_an_lm_loss_is_a_usage_error(tmp_path, run_script):
     folder = tiny_run(tmp_path)
     shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(folder), "--seeds", "1", "--likelihood-coef", "0",
-                          "--lm-coef", "1"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "lm_coef 1.0 needs the likelihood reward model" in out.stderr
+    code, _, err = run_script(SCRIPT, "--run", folder, "--seeds", "1", "--likelihood-coef", "0", "--lm-coef", "1")
+    assert code == 2 and "lm_coef 1.0 needs the likelihood reward model" in err
 
 
-def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path):
+def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_path, run_script):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(tmp_path)], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode != 0 and f"{tmp_path / 'models' / 'sft' / 'config.json'} not found" in out.stderr
+    code, _, err = run_script(SCRIPT, "--run", tmp_path)
+    assert code != 0 and f"{tmp_path / 'models' / 'sft' / 'config.json'} not found" in err

@@ -2,7 +2,6 @@
 a second run skips every stage, a failing stage is retried and then fails the flow."""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
