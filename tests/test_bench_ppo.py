@@ -29,7 +29,7 @@ def run(args: list[str], python_prefix: list[str] = ()) -> dict:
     return result
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_bench_ppo_tiny_against_trl():
     pytest.importorskip("trl.experimental.ppo")
     result = run([])
@@ -40,7 +40,7 @@ BLOCK = ("import sys; sys.modules.update(dict.fromkeys(['trl', 'datasets', 'mlfl
          "sys.argv = sys.argv[1:]; import runpy; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_bench_ppo_runs_without_trl_datasets_mlflow_dvc_or_prefect():
     result = run([], python_prefix=["-c", BLOCK])  # importing any of them raises ImportError
     assert result["trl_version"] is None and result["trl_episodes_per_s"] is None

@@ -18,7 +18,7 @@ KEYS = {"kway_examples_per_s", "pairwise_examples_per_s", "speed_ratio", "ideal_
         "cold_kway_examples_per_s", "cold_pairwise_examples_per_s"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_bench_reward_tiny():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reward.py"), "--steps", "3", "--prompts", "30",
                           "--val-prompts", "10", "--n-layer", "1", "--n-embd", "32", "--vocab-size", "300",

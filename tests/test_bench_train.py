@@ -15,7 +15,7 @@ KEYS = {"pretrain_tokens_per_s", "sft_tokens_per_s", "hf_trainer_sft_tokens_per_
         "sft_warmup_run_tokens_per_s"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_bench_train_tiny():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train.py"), "--steps", "5", "--rounds", "1",
                           "--batch-size", "4", "--seq-len", "128", "--n-layer", "1", "--n-embd", "32",

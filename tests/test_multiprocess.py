@@ -34,7 +34,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=90)
 def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",

@@ -52,7 +52,7 @@ def statuses(stdout: str) -> dict[str, str]:
     return {r[0]: " ".join(r[1:-1]) for r in rows}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=320)
 def test_real_pipeline_end_to_end(tmp_path):
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -169,7 +169,7 @@ def own_data(root: Path) -> list[str]:
     return [r["prompt"] for r in rows]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=170)
 def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     """Bring your own data and model, as README says: `world.n_users: 0` (no world prompts), prompt
     logs in data/incoming, imported demonstrations and rankings with held-out shares, SFT selected
