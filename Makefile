@@ -40,9 +40,9 @@ run: $(STAMP)
 
 # two workers, each taking the next test when it is free: much of the suite is stage processes
 # starting up (imports), which runs on one core, so one worker leaves the other core idle.
-# Each worker and the stage processes it starts get half the cores for torch's threads: on 2 cores
-# torch's default of one thread per core put 4 busy threads on 2 cores: the three pipeline tests
-# took 462, 287 and 184 s instead of 320, 202 and 143 s (EPYC, 2026-12-05).
+# Each worker and the stage processes it starts get half as many torch threads as there are cores,
+# at least one: torch's default of one per core put 4 busy threads on 2 cores, and the three
+# pipeline tests took 462, 287 and 184 s instead of 320, 202 and 143 s (EPYC, 2026-12-05).
 TEST_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 3 ? n / 2 : 1 )))
 test: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n 2 --dist worksteal

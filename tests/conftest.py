@@ -57,14 +57,14 @@ def pytest_collection_modifyitems(config, items):
     workers = getattr(config, "workerinput", {}).get("workercount") or config.getoption("numprocesses", None)
     if not isinstance(workers, int) or workers < 2:  # (a worker sees dist "no": it cannot check for worksteal)
         return
-    slow = [i for i in items if i.get_closest_marker("slow")]
-    rest = [i for i in items if not i.get_closest_marker("slow")]
+    cost = {i: i.get_closest_marker("slow").kwargs.get("seconds", 60) for i in items if i.get_closest_marker("slow")}
+    rest = [i for i in items if i not in cost]
     dealt: list[list] = [[] for _ in range(workers)]
     load = [0.0] * workers
-    for item in sorted(slow, key=lambda i: -i.get_closest_marker("slow").kwargs.get("seconds", 60)):
+    for item in sorted(cost, key=cost.get, reverse=True):
         w = load.index(min(load))
         dealt[w].append(item)
-        load[w] += item.get_closest_marker("slow").kwargs.get("seconds", 60)
+        load[w] += cost[item]
     ordered, left = [], len(items)
     for w in range(workers):  # the slice sizes xdist's work stealing hands out
         size = left // (workers - w)

@@ -2,7 +2,6 @@
 
 import ast
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -59,16 +58,12 @@ def test_every_output_path_is_an_argument_written_once():
 
 
 @pytest.mark.parametrize("name", DESIGN_STAGES)
-def test_stage_help(name, monkeypatch, capsys):
-    # run as `python stages/x.py --help` does, in this process: a new one per stage spent 5-6 s
-    # each on imports (the pipeline tests run every script as its own process)
-    script = script_of(DVC[name])
-    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+def test_stage_help(name, monkeypatch, run_script):
+    # in this process: a new one per stage spent 5-6 s each on imports (the pipeline tests run
+    # every script as its own process)
     monkeypatch.chdir(ROOT)
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    out = capsys.readouterr().out
-    assert done.value.code in (0, None) and "--params" in out and "params.yaml keys read" in out
+    code, out, _ = run_script(script_of(DVC[name]), "--help")
+    assert code == 0 and "--params" in out and "params.yaml keys read" in out
 
 
 def test_only_tracking_imports_mlflow_and_only_flows_import_prefect():
