@@ -4,8 +4,9 @@
 
 DIR is a project folder after `make run` (default: this repo) or the `repo` folder that
 `python benchmarks/pipeline.py --keep DIR` leaves. It reads models/rm, models/sft,
-data/comparisons/{train,val}.parquet and the labeler's noise std from metrics/comparisons.json, so it
-needs the embedded world's labeler (`comparisons.source: labeler`), and it trains nothing. It prints:
+data/comparisons/{train,val}.parquet and the labeler's noise std from data/comparisons/labeler.json
+(what the comparisons stage writes beside the rankings, as the reward_model stage reads it), so it
+needs val rankings from the embedded world's labeler, and it trains nothing. It prints:
 
 1. The RM's accuracy against gold and against the labeler's val rankings, the labeler's own
    agreement with gold (what a perfect gold ranker scores against the labeler) and issue 5's target,
@@ -87,18 +88,19 @@ MARGIN = 0.05  # issue 5: the RM against the labeler, at least the labeler's agr
 
 
 def inputs(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    needed = [run / "models" / "rm", run / "models" / "sft", run / "data" / "comparisons" / "val.parquet",
-              run / "data" / "comparisons" / "train.parquet", run / "metrics" / "comparisons.json"]
+    folder = run / "data" / "comparisons"
+    needed = [run / "models" / "rm", run / "models" / "sft", folder / "val.parquet", folder / "train.parquet"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         sys.exit(f"error: {run} has no finished pipeline run (missing {', '.join(missing)}): run `make run` "
                  "there first, or pass --run DIR/repo after `python benchmarks/pipeline.py --keep DIR`")
-    noise = json.loads((run / "metrics" / "comparisons.json").read_text()).get("comparisons/labeler_noise")
+    labeler = comparisons.read_labeler(folder)
     val = pd.read_parquet(needed[2])
-    if noise is None or val.gold_scores.isna().any():
-        sys.exit(f"error: {needed[2]}: the rankings were imported (no gold scores or labeler noise); this "
+    if labeler is None or "val" not in labeler["splits"] or val.gold_scores.isna().any():
+        sys.exit(f"error: {needed[2]}: the val rankings were imported (no gold scores, or no "
+                 f"{folder / comparisons.LABELER_FILE} that names val among the labeler's splits); this "
                  "benchmark reads the embedded world's simulated labeler")
-    return val, pd.read_parquet(needed[3]), float(noise)
+    return val, pd.read_parquet(needed[3]), float(labeler["noise"])
 
 
 def agreement_lost(val: pd.DataFrame, rewards: list[list[float]], noise: float) -> dict:

@@ -180,7 +180,7 @@ def test_a_folder_without_a_finished_run_is_an_error_naming_what_is_missing(tmp_
 COEF = 0.3
 
 
-def tiny_run(root: Path, with_noise: bool = True) -> Path:
+def tiny_run(root: Path, labeler_splits: tuple[str, ...] | None = ("train", "val")) -> Path:
     """A pipeline folder with a 1-layer SFT model, an untrained likelihood RM from it (c = COEF),
     comparisons and the labeler's noise."""
     import torch
@@ -200,9 +200,9 @@ def tiny_run(root: Path, with_noise: bool = True) -> Path:
     train = pd.concat([VAL] * 10, ignore_index=True)
     train.to_parquet(root / "data" / "comparisons" / "train.parquet")
     VAL.to_parquet(root / "data" / "comparisons" / "val.parquet")
-    (root / "metrics").mkdir()
-    metrics = {"comparisons/labeler_noise": NOISE} if with_noise else {}
-    (root / "metrics" / "comparisons.json").write_text(json.dumps(metrics))
+    if labeler_splits is not None:  # as the comparisons stage writes it; None: every ranking imported
+        (root / "data" / "comparisons" / comparisons.LABELER_FILE).write_text(
+            json.dumps({"noise": NOISE, "splits": list(labeler_splits)}))
     return root
 
 
@@ -245,7 +245,8 @@ def test_runs_end_to_end_on_a_tiny_folder_and_prints_its_figures(tmp_path):
         assert result["copying"][reading] == pytest.approx(math.log(vocab), abs=1.0)
 
 
-def test_imported_rankings_are_refused(tmp_path, run_script):
-    run = tiny_run(tmp_path, with_noise=False)
+@pytest.mark.parametrize("labeler_splits", [None, ("train",)], ids=["all-imported", "val-imported"])
+def test_imported_rankings_are_refused(tmp_path, run_script, labeler_splits):
+    run = tiny_run(tmp_path, labeler_splits)
     code, _, err = run_script(SCRIPT, "--run", run)
     assert code != 0 and "imported" in err and "val.parquet" in err
