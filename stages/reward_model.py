@@ -97,7 +97,7 @@ def main() -> None:
             w.writerows(rows)
         cli.write_curve(args.curves, history, {"loss": "rm/loss", "accuracy": "rm/train_accuracy",
                                                "member": "rm/member"})
-        models.save(model, tokenizer, args.out)
+        reward.save(model, tokenizer, args.out)
         run.write_metrics(args.metrics, metrics)
         run.log_artifacts(args.calibration, "plots")
         with tempfile.TemporaryDirectory() as tmp:  # the PNG is for MLflow; DVC plots draw the CSV

@@ -3,6 +3,7 @@ K varying within one batch, ties, the demonstrations-mean-0 shift stored in the 
 Llama-style models, the config), reward models from several hub families, and the validation
 figures (accuracy against ranks, gold and per K; calibration)."""
 
+import copy
 import dataclasses
 import itertools
 from pathlib import Path
@@ -573,6 +574,62 @@ def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(family
     # without the code, transformers refuses: it never silently loads the head alone
     with pytest.raises(ValueError, match="trust_remote_code"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1, trust_remote_code=False)
+
+
+def plain_batch(tok, prompts: list[str], responses: list[str], side: str) -> dict:
+    """The (prompt, response) rows as a user of transformers alone would tokenize them: each the
+    template's prompt, a space, the response and EOS, padded on `side` (by a copy of `tok`: a padded
+    call leaves its state in the tokenizer, which saving it would keep)."""
+    tok = copy.deepcopy(tok)
+    tok.padding_side = side
+    return tok([models.format_prompt(p) + " " + r + tok.eos_token for p, r in zip(prompts, responses)],
+               return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
+def test_likelihood_reward_is_the_same_on_either_padding_side(family, template_tok, tmp_path):
+    tok = template_tok
+    _, model = likelihood_rm(family, tok, tmp_path)
+    with torch.no_grad():
+        model.score.weight.normal_()
+    want = reward.score(model, tok, PROMPTS, OTHER)  # this project's path: right padding
+    alone = [model(**plain_batch(tok, [p], [r], "right")).logits.item() for p, r in zip(PROMPTS, OTHER)]
+    assert alone == pytest.approx(want, abs=1e-4)
+    for side in ("right", "left"):
+        enc = plain_batch(tok, PROMPTS, OTHER, side)
+        assert (enc["attention_mask"] == 0).any()  # the rows differ in length: there is padding
+        with torch.no_grad():
+            got = model(**enc).logits.squeeze(-1).tolist()
+        assert got == pytest.approx(want, abs=1e-4), side
+
+
+@pytest.mark.parametrize("coef", [0.0, 0.3], ids=["paper-head", "likelihood"])
+def test_a_saved_reward_model_scores_a_plain_transformers_batch_as_the_project_does(coef, template_tok, tmp_path):
+    """The saved tokenizer pads on the right, where transformers' own classes (the paper's head)
+    read positions as the model was trained: loaded with transformers alone, a padded batch gets
+    the rewards `reward.score` gives."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = copy.deepcopy(template_tok)
+    sft, _, c = ranking_setup(tok, tmp_path, likelihood_coef=coef)
+    model = reward.untrained(sft, tok, c).eval()
+    with torch.no_grad():
+        model.score.weight.normal_()
+        model.transformer.ln_f.bias.normal_()
+    tok.padding_side = "left"  # as generation leaves it: the state of its padded call is saved too
+    tok(["Name a fruit", "What is 2 plus 2?"], padding=True)
+    reward.save(model, tok, tmp_path / "rm")
+    want = reward.score(model, tok, PROMPTS, OTHER)
+    plain_tok = AutoTokenizer.from_pretrained(tmp_path / "rm", trust_remote_code=coef > 0)
+    assert plain_tok.padding_side == "right"
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1,
+                                                               trust_remote_code=coef > 0).eval()
+    enc = plain_tok([models.format_prompt(p) + " " + r + plain_tok.eos_token for p, r in zip(PROMPTS, OTHER)],
+                    return_tensors="pt", padding=True)
+    assert (enc["attention_mask"] == 0).any()
+    with torch.no_grad():
+        got = plain(**enc).logits.squeeze(-1).tolist()
+    assert got == pytest.approx(want, abs=1e-4)
 
 
 @pytest.mark.parametrize("family,tied", [("llama", False), ("gpt_neox", True)])

@@ -40,10 +40,10 @@ MARKER_KEY = "rlhf_response_marker"
 
 def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, marker: list[int]) -> torch.Tensor:
     """[B, T] bool: each row's real tokens after the last occurrence of the id sequence `marker`;
-    where a row has none, its real tokens after the first."""
+    where a row has none, its real tokens after the first (on either padding side)."""
     width, m = input_ids.shape[1], len(marker)
     cols = torch.arange(width, device=input_ids.device)
-    start = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    start = attention_mask.long().argmax(1) + 1  # one past each row's first real token
     if 0 < m <= width:
         want = torch.tensor(marker, device=input_ids.device)
         hit = (input_ids.unfold(1, m, 1) == want).all(-1) & attention_mask[:, m - 1:].bool()  # [B, T-m+1]
@@ -91,11 +91,15 @@ class LikelihoodRewardMixin:
         total = torch.zeros(input_ids.shape[0], device=hidden.device).index_add(0, rows[0], logp)
         return total, mask.sum(1)
 
-    def forward(self, input_ids=None, attention_mask=None, return_dict=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, return_dict=None, **kwargs):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            # counted from each row's first real token, so that a left-padded batch gets the rewards
+            # of the same rows right-padded or alone (the trunks count from column 0 otherwise)
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         trunk = getattr(self, self.base_model_prefix)
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
         # the last real token, as transformers' classes find it: the rightmost non-padding one
         pad = self.config.pad_token_id
         real = attention_mask.bool() if pad is None else (input_ids != pad) & attention_mask.bool()
