@@ -94,10 +94,13 @@ class LikelihoodRewardMixin:
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, return_dict=None, **kwargs):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
+        if position_ids is None and not attention_mask[:, 0].all():
             # counted from each row's first real token, so that a left-padded batch gets the rewards
-            # of the same rows right-padded or alone (the trunks count from column 0 otherwise)
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            # of the same rows right-padded or alone (the trunks count from column 0 otherwise).
+            # Only where a row starts with padding: elsewhere these are the trunk's own positions, and
+            # passing them would change the float rounding of training's gradients
+            lead = (attention_mask.long().cumsum(-1) == 0).sum(-1, keepdim=True)
+            position_ids = (torch.arange(input_ids.shape[1], device=input_ids.device) - lead).clamp(min=0)
         trunk = getattr(self, self.base_model_prefix)
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
         # the last real token, as transformers' classes find it: the rightmost non-padding one
