@@ -576,12 +576,14 @@ def test_likelihood_reward_shifts_in_its_bias_and_loads_with_transformers(family
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1, trust_remote_code=False)
 
 
-def plain_batch(tok, prompts: list[str], responses: list[str], side: str) -> dict:
+def plain_batch(tok, prompts: list[str], responses: list[str], side: str | None = None) -> dict:
     """The (prompt, response) rows as a user of transformers alone would tokenize them: each the
-    template's prompt, a space, the response and EOS, padded on `side` (by a copy of `tok`: a padded
-    call leaves its state in the tokenizer, which saving it would keep)."""
-    tok = copy.deepcopy(tok)
-    tok.padding_side = side
+    template's prompt, a space, the response and EOS, padded on the tokenizer's own side or on
+    `side` (then by a copy of `tok`: a padded call leaves its state in the tokenizer, which saving
+    it would keep)."""
+    if side is not None:
+        tok = copy.deepcopy(tok)
+        tok.padding_side = side
     return tok([models.format_prompt(p) + " " + r + tok.eos_token for p, r in zip(prompts, responses)],
                return_tensors="pt", padding=True)
 
@@ -624,8 +626,7 @@ def test_a_saved_reward_model_scores_a_plain_transformers_batch_as_the_project_d
     assert plain_tok.padding_side == "right"
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1,
                                                                trust_remote_code=coef > 0).eval()
-    enc = plain_tok([models.format_prompt(p) + " " + r + plain_tok.eos_token for p, r in zip(PROMPTS, OTHER)],
-                    return_tensors="pt", padding=True)
+    enc = plain_batch(plain_tok, PROMPTS, OTHER)
     assert (enc["attention_mask"] == 0).any()
     with torch.no_grad():
         got = plain(**enc).logits.squeeze(-1).tolist()

@@ -38,12 +38,17 @@ COEF_KEY = "rlhf_likelihood_coef"
 MARKER_KEY = "rlhf_response_marker"
 
 
+def leading_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, 1]: how many padding columns come before each row's first real token."""
+    return (attention_mask.long().cumsum(-1) == 0).sum(-1, keepdim=True)
+
+
 def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, marker: list[int]) -> torch.Tensor:
     """[B, T] bool: each row's real tokens after the last occurrence of the id sequence `marker`;
     where a row has none, its real tokens after the first (on either padding side)."""
     width, m = input_ids.shape[1], len(marker)
     cols = torch.arange(width, device=input_ids.device)
-    start = attention_mask.long().argmax(1) + 1  # one past each row's first real token
+    start = leading_padding(attention_mask).squeeze(1) + 1  # one past each row's first real token
     if 0 < m <= width:
         want = torch.tensor(marker, device=input_ids.device)
         hit = (input_ids.unfold(1, m, 1) == want).all(-1) & attention_mask[:, m - 1:].bool()  # [B, T-m+1]
@@ -99,8 +104,8 @@ class LikelihoodRewardMixin:
             # of the same rows right-padded or alone (the trunks count from column 0 otherwise).
             # Only where a row starts with padding: elsewhere these are the trunk's own positions, and
             # passing them would change the float rounding of training's gradients
-            lead = (attention_mask.long().cumsum(-1) == 0).sum(-1, keepdim=True)
-            position_ids = (torch.arange(input_ids.shape[1], device=input_ids.device) - lead).clamp(min=0)
+            cols = torch.arange(input_ids.shape[1], device=input_ids.device)
+            position_ids = (cols - leading_padding(attention_mask)).clamp(min=0)
         trunk = getattr(self, self.base_model_prefix)
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
         # the last real token, as transformers' classes find it: the rightmost non-padding one

@@ -188,10 +188,11 @@ def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, p
     """One scalar reward per row of token ids whose real tokens are contiguous (left padding,
     right padding or both, as in a rollout), computed like `score` computes it on text: the rows
     are moved to right padding, the layout the RM was trained on. Shape [B]."""
+    from rlhf.likelihood_reward import leading_padding
+
     width = input_ids.shape[1]
-    lead = (attention_mask.cumsum(1) == 0).sum(1, keepdim=True)  # padding before the first real token
     cols = torch.arange(width, device=input_ids.device)
-    ids = input_ids.gather(1, (cols + lead).clamp(max=width - 1))
+    ids = input_ids.gather(1, (cols + leading_padding(attention_mask)).clamp(max=width - 1))
     mask = (cols < attention_mask.sum(1, keepdim=True)).long()
     ids = torch.where(mask.bool(), ids, pad_id)
     return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float() - reward_offset(model)
