@@ -5,6 +5,7 @@ only the stages that read it and what follows them."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,40 @@ def flow_run(root: Path, env: dict) -> subprocess.CompletedProcess:
     return out
 
 
+def readme_snippets() -> dict[str, str]:
+    """README's Python blocks, each by the first line that names a model folder or registry path."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    return {next(m for m in ('"models/rm"', '"models:/') if m in b): b for b in blocks}
+
+
+# what each README block must give, run after it in the same interpreter
+SNIPPET_CHECKS = {
+    # the rewards transformers alone gives are the project's own (rlhf.reward.score), padding and all
+    '"models/rm"': """
+from rlhf import models, reward
+expected = reward.score(reward.load("models/rm"), models.load_tokenizer("models/rm"), [prompt] * len(responses), responses)
+assert len(set(map(len, texts))) > 1, texts  # the batch is padded
+assert torch.allclose(rewards, torch.tensor(expected), atol=1e-5), (rewards, expected)
+""",
+    # the champion downloaded from the registry is a policy that answers
+    '"models:/': """
+ids = tokenizer("Instruction: Name a colour.\\nResponse:", return_tensors="pt")
+assert policy.generate(**ids, max_new_tokens=4, do_sample=False).shape[1] > ids["input_ids"].shape[1]
+""",
+}
+
+
+def run_readme_snippets(root: Path, env: dict) -> None:
+    """Every Python block of README, as a user pastes it, in the finished run's folder: the model
+    folders it names and the MLflow registry it reads are the run's."""
+    snippets = readme_snippets()
+    assert set(snippets) == set(SNIPPET_CHECKS), "a README Python block without a check here"
+    for key, code in snippets.items():
+        out = subprocess.run([sys.executable, "-c", code + SNIPPET_CHECKS[key]], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"README block with {key}:\n{code}\n{out.stderr[-3000:]}"
+
+
 def statuses(stdout: str) -> dict[str, str]:
     rows = [line.split() for line in stdout.splitlines() if line.split()[:1] and line.split()[0] in STAGES]
     return {r[0]: " ".join(r[1:-1]) for r in rows}
@@ -83,6 +118,7 @@ def test_real_pipeline_end_to_end(tmp_path):
     # the first candidate becomes champion, and the summary says so
     assert evaluation["eval/promotion/promoted"] == 1.0 and evaluation["eval/promotion/champion_version"] == 1.0
     assert "promotion: candidate instructgpt-policy v1 promoted to champion" in first.stdout
+    run_readme_snippets(root, env)
 
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
