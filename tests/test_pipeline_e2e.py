@@ -49,9 +49,10 @@ def flow_run(root: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 def readme_snippets() -> dict[str, str]:
-    """README's Python blocks, each by the first line that names a model folder or registry path."""
+    """README's Python blocks, each under the model folder or registry path it reads (SNIPPET_CHECKS'
+    keys), else under its first line."""
     blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
-    return {next(m for m in ('"models/rm"', '"models:/') if m in b): b for b in blocks}
+    return {next((m for m in SNIPPET_CHECKS if m in b), b.partition("\n")[0]): b for b in blocks}
 
 
 # what each README block must give, run after it in the same interpreter
@@ -75,7 +76,7 @@ def run_readme_snippets(root: Path, env: dict) -> None:
     """Every Python block of README, as a user pastes it, in the finished run's folder: the model
     folders it names and the MLflow registry it reads are the run's."""
     snippets = readme_snippets()
-    assert set(snippets) == set(SNIPPET_CHECKS), "a README Python block without a check here"
+    assert set(snippets) == set(SNIPPET_CHECKS), f"README Python blocks {sorted(snippets)}, checks {sorted(SNIPPET_CHECKS)}"
     for key, code in snippets.items():
         out = subprocess.run([sys.executable, "-c", code + SNIPPET_CHECKS[key]], cwd=root, env=env,
                              capture_output=True, text=True, timeout=300)
