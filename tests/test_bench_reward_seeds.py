@@ -4,8 +4,6 @@ tiny pipeline folder (the one reward_gap's tests build) with the project's param
 import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,27 +23,27 @@ def test_summary_is_mean_min_and_max_of_each_figure():
     assert out["labeler"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
 
 
-def run(folder: Path, *extra: str) -> dict:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--run", str(folder), *extra], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run(run_script, folder: Path, *extra: str) -> dict:
+    """The benchmark on `folder`, in this process, one torch thread; its JSON summary."""
+    code, out, err = run_script(SCRIPT, "--run", folder, "--threads", "1", *extra)
+    assert code == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def test_runs_end_to_end_and_is_deterministic_per_seed(tmp_path):
+def test_runs_end_to_end_and_is_deterministic_per_seed(tmp_path, run_script):
     folder = tiny_run(tmp_path)
     shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
-    first = run(folder, "--seeds", "2", "--lr", "1e-3", "5e-3")
+    first = run(run_script, folder, "--seeds", "2", "--lr", "1e-3", "5e-3")
     assert [r["lr"] for r in first["runs"]] == [1e-3, 5e-3] and first["val_prompts"] == 4
     for r in first["runs"]:
         assert r["epochs"] == 1 and len(r["seeds"]) == 2
         assert r["gold"]["min"] <= r["gold"]["mean"] <= r["gold"]["max"] and 0 <= r["labeler"]["mean"] <= 1
     # one seed: its own figures again, and the average of one model is that model
-    again = run(folder, "--seeds", "1", "--lr", "1e-3")["runs"][0]
+    again = run(run_script, folder, "--seeds", "1", "--lr", "1e-3")["runs"][0]
     assert again["seeds"][0] == first["runs"][0]["seeds"][0] == again["weight_average"]
     assert (again["likelihood_coef"], again["lm_coef"]) == (0.15, 0.0)  # the project's params
     # the paper's head is another model: other figures
-    other = run(folder, "--seeds", "1", "--lr", "1e-3", "--likelihood-coef", "0")["runs"][0]
+    other = run(run_script, folder, "--seeds", "1", "--lr", "1e-3", "--likelihood-coef", "0")["runs"][0]
     assert (other["likelihood_coef"], other["lm_coef"]) == (0.0, 0.0) and other["seeds"][0] != again["seeds"][0]
 
 

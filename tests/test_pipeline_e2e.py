@@ -74,13 +74,16 @@ assert policy.generate(**ids, max_new_tokens=4, do_sample=False).shape[1] > ids[
 
 def run_readme_snippets(root: Path, env: dict) -> None:
     """Every Python block of README, as a user pastes it, in the finished run's folder: the model
-    folders it names and the MLflow registry it reads are the run's."""
+    folders it names and the MLflow registry it reads are the run's. One interpreter runs them all
+    (its imports paid once), each block in a namespace of its own."""
     snippets = readme_snippets()
     assert set(snippets) == set(SNIPPET_CHECKS), f"README Python blocks {sorted(snippets)}, checks {sorted(SNIPPET_CHECKS)}"
-    for key, code in snippets.items():
-        out = subprocess.run([sys.executable, "-c", code + SNIPPET_CHECKS[key]], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, f"README block with {key}:\n{code}\n{out.stderr[-3000:]}"
+    blocks = [(key, code + SNIPPET_CHECKS[key]) for key, code in snippets.items()]
+    program = (f"import sys\nfor key, code in {blocks!r}:\n"
+               "    print('README block', key, file=sys.stderr, flush=True)\n"
+               "    exec(compile(code, 'README block ' + key, 'exec'), {'__name__': '__main__'})\n")
+    out = subprocess.run([sys.executable, "-c", program], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 def statuses(stdout: str) -> dict[str, str]:
