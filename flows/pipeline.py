@@ -28,6 +28,9 @@ from rlhf import config, tracking  # noqa: E402
 
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
+# the reward model's figures the summary shows and the parent run records beside the headline
+REWARD_STAGE = "reward_model"
+REWARD_KEYS = ("rm/val_accuracy", "rm/val_labeler_gold_agreement", "rm/val_accuracy_gold")
 PROMOTION_FILE = "reports/eval/promotion.json"  # the promotion gate's decision, written by evaluate
 HEADLINE_COLUMNS = {"gold_score": "gold", "win_rate_vs_sft": "win vs SFT", "win_rate_vs_prompted_base": "win vs base",
                     "rm_score": "RM score", "win_rate_vs_sft_rm": "RM win v SFT", "hallucination_rate": "hallucinate",
@@ -102,17 +105,21 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
             else:
                 tracking.retag_latest_child(parent.run_id, stage, root_path)
             logger.info(f"{stage}: {status} in {stages[stage]['seconds']} s")
-        headline = {}
+        headline, reward_figures = {}, {}
         for stage, metric_files in graph:
-            if stage == HEADLINE_FILE:
+            if stage in (HEADLINE_FILE, REWARD_STAGE):
                 for m in metric_files:
-                    headline.update(json.loads((root_path / m).read_text()))
-        parent.log_metrics(headline)
+                    figures = json.loads((root_path / m).read_text())
+                    if stage == HEADLINE_FILE:
+                        headline.update(figures)
+                    else:
+                        reward_figures.update({k: figures[k] for k in REWARD_KEYS if k in figures})
+        parent.log_metrics({**headline, **reward_figures})
         promotion = promotion_line(root_path, stages.get(HEADLINE_FILE, {}).get("status") == "ran")
         if promotion:
             parent.set_tags({"promotion": promotion})
     return {"parent_run_id": parent.run_id, "experiment": experiment, "stages": stages,
-            "headline": headline, "promotion": promotion}
+            "headline": headline, "reward_model": reward_figures, "promotion": promotion}
 
 
 def promotion_line(root: Path, evaluated: bool) -> str | None:
@@ -137,6 +144,14 @@ def summary(result: dict) -> str:
     lines.append(f"  {'policy':<16}" + "".join(f"{t:>13}" for t in HEADLINE_COLUMNS.values()))
     lines += [f"  {TITLES[p]:<16}" + "".join(f"{h[f'eval/{p}/{c}']:>13.4f}" if f"eval/{p}/{c}" in h else f"{'-':>13}"
                                    for c in HEADLINE_COLUMNS) for p in policies]
+    rm = result.get("reward_model") or {}
+    if "rm/val_accuracy" in rm:
+        line = f"Reward model (metrics/reward_model.json): {rm['rm/val_accuracy']:.4f} of the val pairs ranked as the labeler did"
+        if "rm/val_labeler_gold_agreement" in rm:  # the simulated labeler's val rankings: gold is known
+            line += f" (the labeler agrees with gold on {rm['rm/val_labeler_gold_agreement']:.4f})"
+        if "rm/val_accuracy_gold" in rm:
+            line += f", {rm['rm/val_accuracy_gold']:.4f} as gold does"
+        lines += ["", line]
     if result.get("promotion"):
         lines += ["", result["promotion"]]
     lines += ["", f"MLflow parent run: {result['parent_run_id']} (experiment '{result['experiment']}')",

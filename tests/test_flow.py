@@ -134,6 +134,21 @@ def test_summary_lists_every_policy_with_or_without_gold_figures():
                 if line.startswith(("  SFT", "  PPO-ptx"))}
         assert rows["SFT"][:5] == ["0.8000" if headline is gold else "-", "-", "-", "0.0000", "-"]
         assert rows["PPO-ptx"][3:5] == ["1.2500", "0.7000"]
+        assert "Reward model" not in text  # no reward_model figures given
+
+
+def test_summary_gives_the_reward_models_figures_with_gold_where_known():
+    from flows.pipeline import summary
+
+    base = {"stages": {"reward_model": {"status": "ran", "seconds": 1.0}}, "headline": {}, "parent_run_id": "r",
+            "experiment": "e"}
+    simulated = {"rm/val_accuracy": 0.659, "rm/val_labeler_gold_agreement": 0.722, "rm/val_accuracy_gold": 0.8265}
+    text = summary(base | {"reward_model": simulated})
+    assert ("Reward model (metrics/reward_model.json): 0.6590 of the val pairs ranked as the labeler did "
+            "(the labeler agrees with gold on 0.7220), 0.8265 as gold does") in text
+    imported = summary(base | {"reward_model": {"rm/val_accuracy": 0.7}})  # val rankings from files: no gold
+    line = next(x for x in imported.splitlines() if x.startswith("Reward model"))
+    assert line == "Reward model (metrics/reward_model.json): 0.7000 of the val pairs ranked as the labeler did"
 
 
 @pytest.mark.parametrize("given, expected", [(None, 120.0), ("7", 7.0)])

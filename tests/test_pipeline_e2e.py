@@ -135,6 +135,7 @@ def test_real_pipeline_end_to_end(tmp_path):
     rm_metrics = json.loads((root / "metrics" / "reward_model.json").read_text())
     assert rm.config.num_labels == 1 and rm.config.rlhf_reward_shift == rm_metrics["rm/reward_shift"]
     assert 0 <= rm_metrics["rm/val_accuracy"] <= 1
+    assert f"Reward model (metrics/reward_model.json): {rm_metrics['rm/val_accuracy']:.4f} of the val pairs" in first.stdout
     # against the labeler's own agreement with gold: its noise came with the rankings (labeler.json)
     assert 0 <= rm_metrics["rm/val_expected_accuracy"] <= rm_metrics["rm/val_expected_ceiling"] <= 1
     assert rm_metrics["rm/val_labeler_shortfall"] == pytest.approx(
@@ -165,6 +166,8 @@ def test_real_pipeline_end_to_end(tmp_path):
             if k.data.tags[tracking.STAGE_TAG] in ("pretrain", "sft", "reward_model", "ppo@ptx", "ppo@plain"):
                 assert "model" in artifacts
         assert parent.data.metrics["eval/ppo_ptx/gold_score"] == evaluation["eval/ppo_ptx/gold_score"]
+        for key in ("rm/val_accuracy", "rm/val_accuracy_gold", "rm/val_labeler_gold_agreement"):
+            assert parent.data.metrics[key] == rm_metrics[key]
 
         # one ppo key: only the two ppo stages and evaluate rerun; the rest is up to date
         params["ppo"]["kl_coef"] = 0.1
