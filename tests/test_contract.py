@@ -113,3 +113,28 @@ def test_imported_files_are_dependencies_of_their_stage(tmp_path):
     deps = stage_deps(repo)
     assert str(mine) in deps["comparisons"] and PARAMS["comparisons"]["import_path"] not in deps["comparisons"]
     assert str(mine) not in deps["demonstrations"] and str(mine) not in deps["reward_model"]
+
+
+def test_bytecode_caches_do_not_make_a_stage_look_changed(tmp_path, monkeypatch):
+    """A stage process that imports src/rlhf writes __pycache__ there wherever bytecode is written
+    (Python's default): with the project's .dvcignore, DVC leaves it out of the folder's hash, so
+    a finished run stays up to date."""
+    import shutil
+
+    from dvc.repo import Repo
+
+    shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "mod.py").write_text("X = 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo made > out.txt\n    deps: [src]\n"
+                                       "    outs: [out.txt]\n")
+    monkeypatch.chdir(tmp_path)  # DVC resolves its default targets against the working directory
+    Repo.init(str(tmp_path), no_scm=True)
+    with Repo(str(tmp_path)) as repo:
+        repo.reproduce()
+        cache = tmp_path / "src" / "pkg" / "__pycache__"
+        cache.mkdir()
+        (cache / "mod.cpython-311.pyc").write_bytes(b"\x00" * 16)
+        assert repo.status() == {}
+        (tmp_path / "src" / "pkg" / "mod.py").write_text("X = 2\n")  # a real change still shows
+        assert "make" in repo.status()
