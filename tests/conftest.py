@@ -3,10 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 import stage_chain
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -44,6 +47,24 @@ def run_script(monkeypatch, capsys):
         return code, out, err
     yield run
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_stage(run_script, monkeypatch, tmp_path):
+    """`run_stage(stage, updates, *args, params="params.yaml")`: `stages/<stage>.py args` in tmp_path
+    and in this process (`run_script`), with its own MLflow store, on the repo's params.yaml with
+    `updates` ({section: {key: value}}) over it, written to tmp_path / params; (exit code, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def run(stage: str, updates: dict, *args, params: str = "params.yaml") -> tuple[int, str]:
+        values = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for section, keys in updates.items():
+            values[section].update(keys)
+        (tmp_path / params).write_text(yaml.safe_dump(values))
+        code, _, err = run_script(ROOT / "stages" / f"{stage}.py", "--params", tmp_path / params, *args)
+        return code, err
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

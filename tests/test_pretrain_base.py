@@ -3,31 +3,19 @@ stage, so its files are tracked) loads silently; one named elsewhere loads with 
 only the name."""
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
 from rlhf import models
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def run_pretrain(run_script, monkeypatch, tmp_path):
-    """`run_pretrain(base)`: the pretrain stage with `pretrain.base` = base, in tmp_path and in this
-    process (`run_script`), with its own MLflow store; (exit code, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-
+def run_pretrain(run_stage):
+    """`run_pretrain(base)`: the pretrain stage with `pretrain.base` = base, in tmp_path (`run_stage`)."""
     def run(base: str) -> tuple[int, str]:
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["pretrain"].update(base=base, batch_size=4)
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        code, _, err = run_script(ROOT / "stages" / "pretrain.py", "--params", "params.yaml", "--corpus", "corpus.jsonl",
-                                  "--tracked-base", "data/import/base", "--out", "out", "--checkpoints", "checkpoints",
-                                  "--metrics", "pretrain.json", "--curves", "loss.csv")
-        return code, err
+        return run_stage("pretrain", {"pretrain": {"base": base, "batch_size": 4}}, "--corpus", "corpus.jsonl",
+                         "--tracked-base", "data/import/base", "--out", "out", "--checkpoints", "checkpoints",
+                         "--metrics", "pretrain.json", "--curves", "loss.csv")
     return run
 
 

@@ -3,34 +3,22 @@ selection by gold score is refused with the key to change, and selection by vali
 and reports no gold figures."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from rlhf import models
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def run_sft(run_script, monkeypatch, tmp_path):
-    """`run_sft(select_by)`: the sft stage on tmp_path's base and demonstrations, in this process
-    (`run_script`), with its own MLflow store; (exit code, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-
+def run_sft(run_stage, tmp_path):
+    """`run_sft(select_by)`: the sft stage on tmp_path's base and demonstrations (`run_stage`)."""
     def run(select_by: str) -> tuple[int, str]:
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["sft"].update(select_by=select_by, epochs=1, batch_size=4, eval_every=1, eval_prompts=4, max_new_tokens=4)
-        (tmp_path / f"{select_by}.yaml").write_text(yaml.safe_dump(params))
         out = tmp_path / select_by
-        code, _, err = run_script(ROOT / "stages" / "sft.py", "--params", tmp_path / f"{select_by}.yaml",
-                                  "--base", tmp_path / "base", "--demos", tmp_path / "sft", "--out", out / "model",
-                                  "--checkpoints", out / "checkpoints", "--metrics", out / "sft.json",
-                                  "--curves", out / "loss.csv")
-        return code, err
+        sft = dict(select_by=select_by, epochs=1, batch_size=4, eval_every=1, eval_prompts=4, max_new_tokens=4)
+        return run_stage("sft", {"sft": sft}, "--base", tmp_path / "base", "--demos", tmp_path / "sft",
+                         "--out", out / "model", "--checkpoints", out / "checkpoints", "--metrics", out / "sft.json",
+                         "--curves", out / "loss.csv", params=f"{select_by}.yaml")
     return run
 
 
