@@ -64,7 +64,7 @@ def main() -> None:
         state: dict = {}
         run_id = train.fingerprint(config.as_dict(c), common.seed, accel.num_processes, train_ex)
         history = train.fit(model, data.example_batches(train_ex, c.batch_size, tokenizer.pad_token_id, common.seed, left=True),
-                            lm.lm_loss, steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, grad_accum=c.grad_accum,
+                            lm.lm_loss_by_length(c.length_groups), steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, grad_accum=c.grad_accum,
                             accel=accel, prefix="sft", on_step=lambda s, row: run.log_metrics(row, s),
                             eval_every=per_epoch * c.eval_every, on_eval=on_eval, checkpoint_dir=args.checkpoints,
                             checkpoint_every=common.checkpoint_every, run_id=run_id, state=state)

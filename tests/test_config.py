@@ -136,6 +136,14 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
     assert str(path) in str(e.value) and model_type in str(e.value)
 
 
+@pytest.mark.parametrize("groups", [0, 33])
+def test_sft_length_groups_is_between_one_and_the_batch_size(params, groups):
+    path = params(lambda d: d["sft"].update(batch_size=32, length_groups=groups))
+    with pytest.raises(config.ConfigError, match=rf"length_groups must be between 1 and batch_size \(32\), got {groups}") as e:
+        config.load_all(path)
+    assert str(path) in str(e.value)
+
+
 def test_reward_model_average_seeds_is_at_least_one(params):
     path = params(lambda d: d["reward_model"].update(average_seeds=0))
     with pytest.raises(config.ConfigError, match="average_seeds must be at least 1, got 0") as e:

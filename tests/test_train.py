@@ -189,3 +189,42 @@ def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
         torch.testing.assert_close(loss, ref)
         for g, r in zip(grads, ref_g):
             torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+
+
+def test_lm_loss_by_length_equals_one_pass_and_reads_less_padding():
+    """sft.length_groups: a batch's rows sorted by length, run as G passes each cut to its own rows'
+    width, give the one-pass loss and gradients; each pass is no wider than its longest row."""
+    from rlhf import data, lm, models
+
+    tok = models.train_tokenizer(["the fox is red. the cat is blue. What is 2 plus 3? 5."] * 50, 300)
+    torch.manual_seed(0)
+    model = models.new_causal_lm(tok, 2, 2, 32, 64)
+    prompts = ["What is 2 plus 3?", "the fox is red. the cat is blue. Summarize in one sentence.", "Say hi",
+               "the cat is blue. What colour is the cat?", "What is 1 plus 1?"]
+    responses = ["5", "the fox is red and the cat is blue.", "hi", "blue", "2"]
+    ex = data.encode_pairs(tok, prompts, responses, 64)
+    batch = data.collate(ex, tok.pad_token_id, left=True)
+    lengths = sorted((len(e["input_ids"]) for e in ex), reverse=True)
+    assert len(set(lengths)) > 2
+    assert lm.lm_loss_by_length(1) is lm.lm_loss
+
+    widths: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        loss = fn(model, batch)[0]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ref, ref_g = loss_and_grads(lm.lm_loss)
+    assert widths == [batch["input_ids"].shape[1]]
+    for groups in (2, 3, 5, 8):  # 8 > rows: the empty parts are skipped
+        widths.clear()
+        loss, grads = loss_and_grads(lm.lm_loss_by_length(groups))
+        torch.testing.assert_close(loss, ref)
+        for g, r in zip(grads, ref_g):
+            torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+        parts = [p.tolist() for p in torch.tensor(lengths).tensor_split(groups) if len(p)]
+        assert widths == [p[0] for p in parts]  # each pass as wide as its longest row
