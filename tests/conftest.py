@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import stage_chain
 import yaml
+
+import stage_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 

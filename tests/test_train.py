@@ -162,15 +162,22 @@ def test_a_prompt_is_tokenized_alike_for_training_and_for_sampling():
     assert flat == expected[:len(flat)] and len(flat) > len(expected) - 4
 
 
-def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
-    """lm_loss computes logits only from the first labelled position; on left-padded batches that
-    is the response span. Same loss and gradients as every logit of a right-padded batch."""
-    from rlhf import data, lm, models
-    from rlhf.losses import masked_lm_loss
+def tiny_lm():
+    """A tokenizer and a 2-layer causal LM (seed 0) for the SFT loss tests."""
+    from rlhf import models
 
     tok = models.train_tokenizer(["the fox is red. the cat is blue. What is 2 plus 3? 5."] * 50, 300)
     torch.manual_seed(0)
-    model = models.new_causal_lm(tok, 2, 2, 32, 64)
+    return tok, models.new_causal_lm(tok, 2, 2, 32, 64)
+
+
+def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
+    """lm_loss computes logits only from the first labelled position; on left-padded batches that
+    is the response span. Same loss and gradients as every logit of a right-padded batch."""
+    from rlhf import data, lm
+    from rlhf.losses import masked_lm_loss
+
+    tok, model = tiny_lm()
     ex = data.encode_pairs(tok, ["What is 2 plus 3?", "the fox is red. the cat is blue. Summarize in one sentence."],
                            ["5", "the fox is red and the cat is blue."], 64)
     right, left = data.collate(ex, tok.pad_token_id), data.collate(ex, tok.pad_token_id, left=True)
@@ -194,11 +201,9 @@ def test_lm_loss_with_left_padding_and_kept_logits_equals_the_full_loss():
 def test_lm_loss_by_length_equals_one_pass_and_reads_less_padding():
     """sft.length_groups: a batch's rows sorted by length, run as G passes each cut to its own rows'
     width, give the one-pass loss and gradients; each pass is no wider than its longest row."""
-    from rlhf import data, lm, models
+    from rlhf import data, lm
 
-    tok = models.train_tokenizer(["the fox is red. the cat is blue. What is 2 plus 3? 5."] * 50, 300)
-    torch.manual_seed(0)
-    model = models.new_causal_lm(tok, 2, 2, 32, 64)
+    tok, model = tiny_lm()
     prompts = ["What is 2 plus 3?", "the fox is red. the cat is blue. Summarize in one sentence.", "Say hi",
                "the cat is blue. What colour is the cat?", "What is 1 plus 1?"]
     responses = ["5", "the fox is red and the cat is blue.", "hi", "blue", "2"]
