@@ -144,9 +144,10 @@ def test_sft_length_groups_is_between_one_and_the_batch_size(params, groups):
     assert str(path) in str(e.value)
 
 
-def test_reward_model_average_seeds_is_at_least_one(params):
-    path = params(lambda d: d["reward_model"].update(average_seeds=0))
-    with pytest.raises(config.ConfigError, match="average_seeds must be at least 1, got 0") as e:
+@pytest.mark.parametrize("key", ["average_seeds", "length_groups"])
+def test_reward_model_counts_are_at_least_one(params, key):
+    path = params(lambda d: d["reward_model"].update({key: 0}))
+    with pytest.raises(config.ConfigError, match=f"reward_model: {key} must be at least 1, got 0") as e:
         config.load_all(path)
     assert str(path) in str(e.value)
 

@@ -91,9 +91,15 @@ def test_k_varying_within_one_batch_is_one_forward_pass_with_the_same_rewards(ti
         r = reward.rewards(model, batch)
     hook.remove()
     assert len(calls) == 1 and r.shape == (3, 4)
-    alone = [reward.score(model, tok, [p] * len(rs), rs) for p, rs in zip(prompts, responses)]
+    alone = [[reward.score(model, tok, [p], [x])[0] for x in rs] for p, rs in zip(prompts, responses)]
     for row, want in zip(r, alone):
         torch.testing.assert_close(row[:len(want)], torch.tensor(want), atol=1e-5, rtol=1e-5)
+    # scoring sorts every response by length and batches the rows: the groups come back as given
+    for size in (1, 2, 4, 128):
+        got = reward.group_rewards(model, tok, prompts, responses, batch_size=size)
+        assert [len(g) for g in got] == [len(rs) for rs in responses]
+        for g, want in zip(got, alone):
+            assert g == pytest.approx(want, abs=1e-5)
     assert r[0, 2:].abs().sum() == 0 and r[2, 3] == 0
     loss, stats = reward.kway_loss(model, batch)
     assert torch.isfinite(loss) and 0 <= stats["rm/train_accuracy"] <= 1
@@ -431,6 +437,46 @@ def test_lm_coef_adds_the_mean_token_loss_of_each_prompts_best_ranked_responses(
     expected = sum(per_token) / len(per_token)
     assert stats["rm/lm_loss"] == pytest.approx(expected, rel=1e-4)
     assert total.item() == pytest.approx(ranking.item() + 0.7 * expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("family", [None, *LIKELIHOOD_FAMILIES])  # None: the paper's head
+def test_kway_loss_by_length_groups_equals_one_pass_and_reads_less_padding(family, tiny, template_tok, tmp_path):
+    """reward_model.length_groups: a batch's responses sorted by length and run as G passes, each
+    cut to its own rows' width, give the one-pass loss, stats (the LM loss on the best-ranked
+    responses too) and gradients; each pass is no wider than its longest row."""
+    if family is None:
+        model, tok = copy.deepcopy(tiny)
+        lm_coef = 0.0
+    else:
+        tok, lm_coef = template_tok, 0.7
+        _, model = likelihood_rm(family, tok, tmp_path)
+    responses = [[DEMOS[0], OTHER[0], "four apple pear red cat", "5"], [DEMOS[1], OTHER[1]],
+                 [OTHER[2], "red cat apple", DEMOS[2]]]  # K = 4, 2, 3
+    batch = reward.group_batch(tok, PROMPTS, responses, [[1, 0, 2, 3], [0, 0], [1, 0, 2]], 64)
+    lengths = sorted(batch["attention_mask"].sum(-1).tolist(), reverse=True)
+    assert len(set(lengths)) > 2
+    widths: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)
+
+    def loss_and_grads(groups: int):
+        model.zero_grad()
+        widths.clear()
+        loss, stats = reward.kway_loss(model, batch, lm_coef=lm_coef, groups=groups)
+        loss.backward()
+        return loss.detach(), stats, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ref, ref_stats, ref_g = loss_and_grads(1)
+    assert widths == [batch["input_ids"].shape[1]] and ("rm/lm_loss" in ref_stats) == bool(lm_coef)
+    for groups in (2, 3, 20):  # 20 > rows: the empty parts are skipped
+        loss, stats, grads = loss_and_grads(groups)
+        torch.testing.assert_close(loss, ref)
+        assert stats == pytest.approx(ref_stats, rel=1e-5)
+        assert len(grads) == len(ref_g)
+        for g, r in zip(grads, ref_g):
+            torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+        parts = [p.tolist() for p in torch.tensor(lengths).tensor_split(groups) if len(p)]
+        assert widths == [p[0] for p in parts]  # each pass as wide as its longest row
 
 
 def test_training_adds_the_lm_loss_by_reward_model_lm_coef(template_tok, tmp_path):

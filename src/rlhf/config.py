@@ -264,8 +264,12 @@ class RewardModelConfig:
     """Reward models trained with seeds seed, seed + 1, ... (the head's initialisation and the batch order), their weights averaged into the one saved (WARM, Rame et al. 2024); 1: a single model, the paper's."""
     lm_coef: float
     """Weight of an LM loss added during training: the trunk's mean next-token loss on each prompt's best-ranked responses (Yang et al. 2024). Needs likelihood_coef > 0. 0 (default): none; at 1 the RM agrees with the labeler more often and PPO on it does worse (README)."""
+    length_groups: int
+    """Forward passes per micro-batch of responses, sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass)."""
 
     def __post_init__(self) -> None:
+        if self.length_groups < 1:
+            raise ConfigError(f"reward_model: length_groups must be at least 1, got {self.length_groups}")
         if self.average_seeds < 1:
             raise ConfigError(f"reward_model: average_seeds must be at least 1, got {self.average_seeds}")
         if self.likelihood_coef < 0 or self.lm_coef < 0:

@@ -95,6 +95,19 @@ def collate(examples: list[dict], pad_id: int, left: bool = False) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def length_groups(attention_mask: torch.Tensor, groups: int, left: bool = False) -> Iterator[tuple[torch.Tensor, slice]]:
+    """A padded batch's rows sorted by length, longest first, and split into `groups` parts of
+    near-equal row counts (empty parts skipped), each as (its row indices, the column slice that
+    holds all of their real tokens: the last columns with left padding, the first with right
+    padding). Running each part as its own forward pass reads less padding than the whole batch."""
+    lengths = attention_mask.sum(-1)
+    width = attention_mask.shape[1]
+    for rows in torch.argsort(lengths, descending=True, stable=True).tensor_split(groups):
+        if len(rows):
+            w = int(lengths[rows].max())
+            yield rows, slice(width - w, width) if left else slice(0, w)
+
+
 def example_batches(examples: list[dict], batch_size: int, pad_id: int, seed: int,
                     left: bool = False) -> Iterator[dict]:
     """Endless shuffled epochs of collated batches (padded on the left with `left`)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.data import collate, encode_pairs
+from rlhf.data import collate, encode_pairs, length_groups
 from rlhf.losses import IGNORE, gather_logprobs, masked_lm_loss
 from rlhf.models import max_positions
 
@@ -41,13 +41,9 @@ def lm_loss_by_length(groups: int):
         return lm_loss
 
     def loss(model, batch: dict) -> tuple[torch.Tensor, dict]:
-        lengths = batch["attention_mask"].sum(-1)
         total, tokens = None, 0
-        for rows in torch.argsort(lengths, descending=True, stable=True).tensor_split(groups):
-            if not len(rows):
-                continue
-            width = int(lengths[rows].max())
-            part = {k: batch[k][rows, -width:] for k in ("input_ids", "attention_mask", "labels")}
+        for rows, cols in length_groups(batch["attention_mask"], groups, left=True):
+            part = {k: batch[k][rows, cols] for k in ("input_ids", "attention_mask", "labels")}
             n = int((part["labels"][:, 1:] != IGNORE).sum())
             if n:
                 term = masked_lm_loss(*labelled_logits(model, part)) * n
