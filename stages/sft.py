@@ -32,8 +32,8 @@ def main() -> None:
         tr, va = (pd.read_parquet(args.demos / f"{s}.parquet") for s in ("train", "val"))
         train_ex = data.encode_pairs(tokenizer, list(tr.prompt), list(tr.response), max_len)
         val_ex = data.encode_pairs(tokenizer, list(va.prompt), list(va.response), max_len)
-        val_batches = [data.collate(val_ex[i:i + c.batch_size], tokenizer.pad_token_id, left=True)
-                       for i in range(0, len(val_ex), c.batch_size)]
+        val_batches = [data.collate([val_ex[i] for i in idx], tokenizer.pad_token_id, left=True)
+                       for idx in data.length_batches(val_ex, c.batch_size)]
         asked = list(va.prompt)[: c.eval_prompts or None]
         gold_prompts = [asked[i] for i in evaluation.world_prompt_positions(asked)]
         if c.select_by == "gold_score" and not gold_prompts:

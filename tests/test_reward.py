@@ -313,15 +313,17 @@ def test_response_logprobs_match_a_one_by_one_computation():
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
                                        pad_token_id=tok.pad_token_id)).eval()
-    prompts, responses = ["What is 2 plus 2?", "Name a fruit please"], ["4", "apple pear red cat"]
-    got = lm.response_logprobs(model, tok, prompts, responses)  # one left-padded batch
-    for p, r, g in zip(prompts, responses, got):
+    # the longest first: batches are formed by length and the results come back in the order given
+    prompts, responses = ["Name a fruit please", "What is 2 plus 2?", "Name a colour"], ["apple pear red cat", "4", "red"]
+    wants = []
+    for p, r in zip(prompts, responses):
         prompt_ids = tok(models.format_prompt(p), add_special_tokens=False)["input_ids"]
         response_ids = tok(" " + r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         with torch.no_grad():
             logp = model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0].log_softmax(-1)
-        want = sum(logp[len(prompt_ids) + i - 1, t].item() for i, t in enumerate(response_ids))
-        assert g == pytest.approx(want, abs=1e-4)
+        wants.append(sum(logp[len(prompt_ids) + i - 1, t].item() for i, t in enumerate(response_ids)))
+    for batch_size in (1, 2, 64):  # 64: one left-padded batch
+        assert lm.response_logprobs(model, tok, prompts, responses, batch_size) == pytest.approx(wants, abs=1e-4)
 
 
 def test_baselines_rank_by_length_and_by_the_sft_models_likelihood(monkeypatch):

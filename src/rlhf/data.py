@@ -95,6 +95,15 @@ def collate(examples: list[dict], pad_id: int, left: bool = False) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def length_batches(examples: list[dict], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `examples` ({'input_ids', ...}) sorted by length, `batch_size` at a time: for
+    inference, where which rows share a pass does not change their results (up to float rounding)
+    and batches of similar lengths carry almost no padding."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
 def length_groups(attention_mask: torch.Tensor, groups: int, left: bool = False) -> Iterator[tuple[torch.Tensor, slice]]:
     """A padded batch's rows sorted by length, longest first, and split into `groups` parts of
     near-equal row counts (empty parts skipped), each as (its row indices, the column slice that

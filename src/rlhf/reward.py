@@ -330,10 +330,8 @@ def group_rewards(model, tokenizer, prompts: list[str], responses: list[list[str
     model.eval()
     examples = data.encode_pairs(tokenizer, [p for p, rs in zip(prompts, responses) for _ in rs],
                                  [r for rs in responses for r in rs], models.max_positions(model))
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     flat = [0.0] * len(examples)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in data.length_batches(examples, batch_size):
         b = data.collate([examples[i] for i in idx], tokenizer.pad_token_id)
         for i, value in zip(idx, _row_forward(model, b["input_ids"], b["attention_mask"])[1].tolist()):
             flat[i] = value
