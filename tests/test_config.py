@@ -136,20 +136,19 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
     assert str(path) in str(e.value) and model_type in str(e.value)
 
 
-@pytest.mark.parametrize("groups", [0, 33])
-def test_sft_length_groups_is_between_one_and_the_batch_size(params, groups):
-    path = params(lambda d: d["sft"].update(batch_size=32, length_groups=groups))
-    with pytest.raises(config.ConfigError, match=rf"length_groups must be between 1 and batch_size \(32\), got {groups}") as e:
+@pytest.mark.parametrize("section,key", [("sft", "length_groups"), ("reward_model", "average_seeds"),
+                                         ("reward_model", "length_groups")])
+def test_counts_are_at_least_one(params, section, key):
+    path = params(lambda d: d[section].update({key: 0}))
+    with pytest.raises(config.ConfigError, match=f"{section}: {key} must be at least 1, got 0") as e:
         config.load_all(path)
     assert str(path) in str(e.value)
 
 
-@pytest.mark.parametrize("key", ["average_seeds", "length_groups"])
-def test_reward_model_counts_are_at_least_one(params, key):
-    path = params(lambda d: d["reward_model"].update({key: 0}))
-    with pytest.raises(config.ConfigError, match=f"reward_model: {key} must be at least 1, got 0") as e:
-        config.load_all(path)
-    assert str(path) in str(e.value)
+def test_length_groups_may_exceed_a_small_batch(params):
+    """The default sft.length_groups 4 with sft.batch_size 2: one pass per row, not an error."""
+    path = params(lambda d: d["sft"].update(batch_size=2, length_groups=4))
+    assert config.load_all(path)["sft"].length_groups == 4
 
 
 @pytest.mark.parametrize("likelihood_coef,lm_coef,message", [

@@ -194,14 +194,13 @@ class SFTConfig:
     max_new_tokens: int
     """Longest response generated for the gold score."""
     length_groups: int
-    """Forward passes per micro-batch, its rows sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass)."""
+    """Forward passes per micro-batch, its rows sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass; more than the rows: one pass per row)."""
 
     def __post_init__(self) -> None:
         if self.eval_every < 1:
             raise ConfigError("sft: eval_every must be at least 1 (epochs between evaluations)")
-        if not 1 <= self.length_groups <= self.batch_size:
-            raise ConfigError(f"sft: length_groups must be between 1 and batch_size ({self.batch_size}), "
-                              f"got {self.length_groups}")
+        if self.length_groups < 1:
+            raise ConfigError(f"sft: length_groups must be at least 1, got {self.length_groups}")
 
 
 @dataclass(frozen=True)
@@ -265,7 +264,7 @@ class RewardModelConfig:
     lm_coef: float
     """Weight of an LM loss added during training: the trunk's mean next-token loss on each prompt's best-ranked responses (Yang et al. 2024). Needs likelihood_coef > 0. 0 (default): none; at 1 the RM agrees with the labeler more often and PPO on it does worse (README)."""
     length_groups: int
-    """Forward passes per micro-batch of responses, sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass)."""
+    """Forward passes per micro-batch of responses, sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass; more than the responses: one pass each)."""
 
     def __post_init__(self) -> None:
         if self.length_groups < 1:
