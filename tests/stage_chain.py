@@ -6,10 +6,17 @@ run it (its own sys.argv, run as __main__), so that their imports are paid once:
 On this 2-core machine a stage process spends 5-15 s importing torch, transformers and mlflow
 before it does anything; the tests that need several stages only to make a later one's inputs, or
 that start each stage under torchrun, use this. A stage that exits non-zero stops the chain with
-its exit code."""
+its exit code.
 
+Under torchrun every rank runs the chain, and a stage's rank 0 writes its outputs after the other
+ranks are done with it (the reward model's validation, a model's save): the ranks wait for each
+other between stages (`wait_for_ranks`), as separate torchrun launches per stage would."""
+
+import os
 import runpy
 import sys
+import time
+from pathlib import Path
 
 
 def commands(argv: list[str]) -> list[list[str]]:
@@ -37,12 +44,29 @@ def run_one(cmd: list[str]) -> int:
     return 0
 
 
+def wait_for_ranks(done: int, timeout: float = 600.0) -> None:
+    """Under torchrun: mark this rank done with `done` stages and wait until every rank is (marker
+    files under .stage_chain/<master port>/ in the working directory; no process group needed)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 2:
+        return
+    folder = Path(".stage_chain") / os.environ.get("MASTER_PORT", "0")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{done}.{os.environ.get('RANK', '0')}").touch()
+    deadline = time.monotonic() + timeout
+    while not all((folder / f"{done}.{rank}").exists() for rank in range(world)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"stage_chain: not every one of {world} ranks finished stage {done} in {timeout} s")
+        time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int:
-    for cmd in commands(argv):
+    for i, cmd in enumerate(commands(argv), 1):
         code = run_one(cmd)
         if code:
             print(f"stage_chain: {cmd[0]} exited with {code}", file=sys.stderr)
             return code
+        wait_for_ranks(i)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Two CPU processes (torchrun, gloo) run pretrain, sft and ppo (PPO-ptx) to completion as
+"""Two CPU processes (torchrun, gloo) run pretrain, sft, reward_model and ppo (PPO-ptx) to completion as
 data-parallel ranks: all train, rank 0 alone writes the model, the metrics and the MLflow run, and
 the models load. The stage scripts run as dvc.yaml gives them, several to a process
 (tests/stage_chain.py) so that the imports are paid once per launch rather than once per stage."""
 
 import json
+import math
 import os
 import shlex
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf import tracking, workspace
+from rlhf import reward, tracking, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
@@ -25,7 +26,7 @@ TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus
         "reward_model": {"batch_size": 4, "average_seeds": 2},
         "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
                 "ptx_batch_size": 2, "max_kl": 1000.0}}
-TWO_RANKS = ("pretrain", "sft", "ppo")
+TWO_RANKS = ("pretrain", "sft", "reward_model", "ppo")
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow(seconds=90)
-def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
+def test_pretrain_sft_reward_model_and_ppo_on_two_cpu_ranks(tmp_path):
     root = workspace.scratch_copy(ROOT, tmp_path / "repo", TINY)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
@@ -47,8 +48,8 @@ def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
                            else stages[name]["cmd"])[1:]
 
     # in dvc.yaml's order; each group is one launch
-    for group in (["synthesize", "ingest", "demonstrations"], ["pretrain", "sft"], ["comparisons", "reward_model"],
-                  ["ppo"]):
+    for group in (["synthesize", "ingest", "demonstrations"], ["pretrain", "sft"], ["comparisons"],
+                  ["reward_model", "ppo"]):
         cmd = [str(ROOT / "tests" / "stage_chain.py")]
         for name in group:
             cmd += [*args(name), "--"]
@@ -65,6 +66,12 @@ def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
     sft = json.loads((root / "metrics/sft.json").read_text())
     assert sft["sft/steps"] >= 1 and 0.0 <= sft["sft/val_gold_score"] <= 1.0
 
+    # two averaged members, each trained over both ranks' shares of the prompts (with the default
+    # reward_model.length_groups: each K-way step in several passes)
+    rm = json.loads((root / "metrics/reward_model.json").read_text())
+    assert rm["rm/steps"] == math.ceil(rm["rm/train_prompts"] / (TINY["reward_model"]["batch_size"] * 2))
+    assert rm["rm/average_seeds"] == 2 and 0.0 <= rm["rm/val_accuracy"] <= 1.0
+
     from mlflow.tracking import MlflowClient
     from transformers import AutoModelForCausalLM
 
@@ -73,6 +80,7 @@ def test_pretrain_sft_and_ppo_on_two_cpu_ranks(tmp_path):
 
     AutoModelForCausalLM.from_pretrained(root / "models/sft")
     AutoModelForCausalLM.from_pretrained(root / "models/ppo/ptx")
+    reward.load(root / "models/rm")
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("instructgpt").experiment_id])
     by_stage = [r.data.tags[tracking.STAGE_TAG] for r in runs]
