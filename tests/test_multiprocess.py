@@ -23,7 +23,7 @@ TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus
                      "steps": 12, "batch_size": 8},
         "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8},
         "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
-        "reward_model": {"batch_size": 4, "average_seeds": 2},
+        "reward_model": {"batch_size": 4, "average_seeds": 2, "length_groups": 3},
         "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
                 "ptx_batch_size": 2, "max_kl": 1000.0}}
 TWO_RANKS = ("pretrain", "sft", "reward_model", "ppo")
@@ -66,8 +66,8 @@ def test_pretrain_sft_reward_model_and_ppo_on_two_cpu_ranks(tmp_path):
     sft = json.loads((root / "metrics/sft.json").read_text())
     assert sft["sft/steps"] >= 1 and 0.0 <= sft["sft/val_gold_score"] <= 1.0
 
-    # two averaged members, each trained over both ranks' shares of the prompts (with the default
-    # reward_model.length_groups: each K-way step in several passes)
+    # two averaged members, each trained over both ranks' shares of the prompts, each step in three
+    # passes by length (reward_model.length_groups)
     rm = json.loads((root / "metrics/reward_model.json").read_text())
     assert rm["rm/steps"] == math.ceil(rm["rm/train_prompts"] / (TINY["reward_model"]["batch_size"] * 2))
     assert rm["rm/average_seeds"] == 2 and 0.0 <= rm["rm/val_accuracy"] <= 1.0
