@@ -1,6 +1,7 @@
 """tests/stage_chain.py runs scripts in turn in one process, each with its own argv as __main__,
 and stops at the first that exits non-zero, with its code."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,6 @@ def test_each_script_gets_its_own_argv_and_a_failure_stops_the_chain(tmp_path):
 def test_under_several_ranks_no_rank_starts_a_stage_before_every_rank_finished_the_one_before(tmp_path):
     """Rank 0 writes its output 1.5 s into the first stage, rank 1 at once; rank 1's second stage
     must find rank 0's output, as when each stage is its own torchrun launch."""
-    import os
-
     write = tmp_path / "write.py"
     write.write_text("import os, sys, time\nif __name__ == '__main__':\n"
                      "    time.sleep(1.5 if os.environ['RANK'] == '0' else 0)\n"

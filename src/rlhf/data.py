@@ -104,6 +104,16 @@ def length_batches(examples: list[dict], batch_size: int) -> Iterator[list[int]]
         yield order[start:start + batch_size]
 
 
+def map_by_length(examples: list[dict], batch_size: int, pad_id: int, fn, left: bool = False) -> list:
+    """`fn(batch)`, one value per row of a collated batch, for every example, in the examples'
+    order; the batches are `length_batches` (padded on the left with `left`)."""
+    out: list = [None] * len(examples)
+    for idx in length_batches(examples, batch_size):
+        for i, value in zip(idx, fn(collate([examples[i] for i in idx], pad_id, left=left))):
+            out[i] = value
+    return out
+
+
 def length_groups(attention_mask: torch.Tensor, groups: int, left: bool = False) -> Iterator[tuple[torch.Tensor, slice]]:
     """A padded batch's rows sorted by length, longest first, and split into `groups` parts of
     near-equal row counts (empty parts skipped), each as (its row indices, the column slice that

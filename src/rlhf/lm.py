@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.data import collate, encode_pairs, length_batches, length_groups
+from rlhf.data import encode_pairs, length_groups, map_by_length
 from rlhf.losses import IGNORE, gather_logprobs, masked_lm_loss
 from rlhf.models import max_positions
 
@@ -70,16 +70,16 @@ def mean_lm_loss(model, batches: list[dict]) -> float:
 def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
     """log p(response + EOS | prompt) under a causal LM, in the layout SFT trains on
     (`data.encode_pairs`: the template, the response, EOS): the sum over the response's tokens.
-    Scored `batch_size` rows a pass, rows of similar length together (`data.length_batches`)."""
+    Scored `batch_size` rows a pass, rows of similar length together (`data.map_by_length`)."""
     was_training = model.training
     model.eval()
-    examples = encode_pairs(tokenizer, prompts, responses, max_positions(model))
-    out = [0.0] * len(examples)
-    for idx in length_batches(examples, batch_size):
-        logits, labels = labelled_logits(model, collate([examples[i] for i in idx], tokenizer.pad_token_id, left=True))
+    def summed(batch: dict) -> list[float]:
+        logits, labels = labelled_logits(model, batch)
         targets = labels[:, 1:]
         lp = gather_logprobs(logits[:, :-1], targets.clamp(min=0))
-        for i, value in zip(idx, lp.masked_fill(targets == IGNORE, 0.0).sum(-1).tolist()):
-            out[i] = value
+        return lp.masked_fill(targets == IGNORE, 0.0).sum(-1).tolist()
+
+    examples = encode_pairs(tokenizer, prompts, responses, max_positions(model))
+    out = map_by_length(examples, batch_size, tokenizer.pad_token_id, summed, left=True)
     model.train(was_training)
     return out

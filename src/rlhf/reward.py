@@ -4,8 +4,9 @@ coefficient, the head plus that many times the trunk's log-likelihood of the res
 
 A batch element is one prompt with all its K ranked responses; K may differ between the prompts of
 one batch. All responses of a batch go through the model in one forward pass, as one [N, T] batch
-(N = the sum of the Ks, no padded sequences), and their rewards are laid out as [B, K_max] with a
-mask that is False on the slots of prompts with fewer responses.
+(N = the sum of the Ks, no padded sequences), or with `reward_model.length_groups` G > 1 in G
+passes by length, and their rewards are laid out as [B, K_max] with a mask that is False on the
+slots of prompts with fewer responses.
 """
 
 from __future__ import annotations
@@ -330,11 +331,8 @@ def group_rewards(model, tokenizer, prompts: list[str], responses: list[list[str
     model.eval()
     examples = data.encode_pairs(tokenizer, [p for p, rs in zip(prompts, responses) for _ in rs],
                                  [r for rs in responses for r in rs], models.max_positions(model))
-    flat = [0.0] * len(examples)
-    for idx in data.length_batches(examples, batch_size):
-        b = data.collate([examples[i] for i in idx], tokenizer.pad_token_id)
-        for i, value in zip(idx, _row_forward(model, b["input_ids"], b["attention_mask"])[1].tolist()):
-            flat[i] = value
+    flat = data.map_by_length(examples, batch_size, tokenizer.pad_token_id,
+                              lambda b: _row_forward(model, b["input_ids"], b["attention_mask"])[1].tolist())
     model.train(was_training)
     cuts = list(itertools.accumulate(len(rs) for rs in responses))
     return [flat[end - len(rs):end] for rs, end in zip(responses, cuts)]
