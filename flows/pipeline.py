@@ -1,4 +1,5 @@
-"""The Prefect flow: runs the DVC stage graph one stage at a time, in DAG order.
+"""The Prefect flow: runs the DVC stage graph in DAG order, the variants of one `foreach` stage
+(ppo@ptx, ppo@plain) side by side (`flow.max_parallel`), every other stage alone.
 
 Orchestration only: each task is `dvc repro --single-item <stage>`, so DVC decides what is up to
 date; the flow adds retries, logs, the MLflow parent run and the schedule.
@@ -22,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.futures import wait  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from rlhf import config, tracking  # noqa: E402
@@ -38,18 +40,49 @@ HEADLINE_COLUMNS = {"gold_score": "gold", "win_rate_vs_sft": "win vs SFT", "win_
 # metric under eval/<policy>/ -> column title; the gold ones are absent on a user's own prompts
 
 
-def stage_graph(root: Path) -> list[tuple[str, list[str]]]:
-    """(stage, its metrics files) in the DAG order read from dvc.yaml, ties in file order."""
+def stage_graph(root: Path) -> list[tuple[str, list[str], set[str]]]:
+    """(stage, its metrics files, the stages it depends on) in the DAG order read from dvc.yaml,
+    ties in file order."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
+        graph = repo.index.graph  # DVC's edges point from a stage to the stages it depends on
         stages = list(repo.index.stages)
         position = {s.name: i for i, s in enumerate(stages)}
-        # DVC's edges point from a stage to the stages it depends on
-        order = nx.lexicographical_topological_sort(repo.index.graph.reverse(copy=True),
-                                                    key=lambda s: position[s.name])
-        return [(s.name, [str(o.def_path) for o in s.outs if o.metric]) for s in order]
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: position[s.name])
+        return [(s.name, [str(o.def_path) for o in s.outs if o.metric], {u.name for u in graph.successors(s)})
+                for s in order]
+
+
+def batches(graph: list[tuple[str, list[str], set[str]]], max_parallel: int) -> list[list[str]]:
+    """The stages in the order the flow runs them, each inner list at once: a stage of a DVC
+    `foreach` (`name@item`) takes along the other items of its foreach whose inputs have all been
+    made by then (so none of them needs another), up to `max_parallel` stages; every other stage,
+    or any stage with `max_parallel` 1, runs alone. The DAG order of `graph` is kept otherwise."""
+    needs = {name: up for name, _, up in graph}
+    done: set[str] = set()
+    out: list[list[str]] = []
+    for name, _, _ in graph:
+        if name in done:
+            continue
+        group = [name]
+        if "@" in name:
+            family = name.split("@")[0] + "@"
+            group += [other for other, _, _ in graph if other.startswith(family) and other not in done
+                      and other != name and needs[other] <= done][:max_parallel - 1]
+        out.append(group)
+        done.update(group)
+    return out
+
+
+def cpu_threads() -> int:
+    """The torch threads a stage process gets when it runs alone: OMP_NUM_THREADS when set, else
+    the CPUs this process may run on."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def stage_env(parent_run_id: str) -> dict[str, str]:
@@ -61,12 +94,16 @@ def stage_env(parent_run_id: str) -> dict[str, str]:
 
 
 @task
-def run_stage(stage: str, root: str, env: dict[str, str]) -> str:
-    """`dvc repro --single-item <stage>`, its output streamed into the Prefect log.
-    Returns 'ran' or 'up to date'; raises when the stage fails."""
+def run_stage(stage: str, root: str, env: dict[str, str]) -> dict:
+    """`dvc repro --single-item <stage>`, its output streamed into the Prefect log. Returns
+    {"status": 'ran' or 'up to date', "seconds": its wall time}; raises when the stage fails.
+    DVC waits for its repo lock (`--wait-for-lock`): it holds it while it checks and records a
+    stage, not while the stage's command runs, so stages side by side take turns only there."""
     logger = get_run_logger()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
     ran = False
     tail: list[str] = []
     for line in proc.stdout:
@@ -77,7 +114,7 @@ def run_stage(stage: str, root: str, env: dict[str, str]) -> str:
         ran = ran or line.startswith(f"Running stage '{stage}'")
     if proc.wait() != 0:
         raise RuntimeError(f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(tail))
-    return "ran" if ran else "up to date"
+    return {"status": "ran" if ran else "up to date", "seconds": round(time.perf_counter() - start, 1)}
 
 
 @flow(name=FLOW_NAME)
@@ -91,24 +128,42 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
     graph = stage_graph(root_path)
     stage_task = run_stage.with_options(retries=cfg["flow"].retries,
                                         retry_delay_seconds=cfg["flow"].retry_delay_s)
+    metric_files = {stage: files for stage, files, _ in graph}
     stages: dict[str, dict] = {}
     with tracking.pipeline_run(experiment, config.read_params(params_path), root_path,
                                run_name=flow_run.get_name()) as parent:
         env = stage_env(parent.run_id)
-        for stage, metric_files in graph:
-            start = time.perf_counter()
-            status = stage_task.with_options(name=f"stage-{stage}")(stage, str(root_path), env)
-            stages[stage] = {"status": status, "seconds": round(time.perf_counter() - start, 1)}
-            if status == "up to date":
-                tracking.record_cached_stage(parent.run_id, stage, experiment,
-                                             [root_path / m for m in metric_files], root_path)
-            else:
-                tracking.retag_latest_child(parent.run_id, stage, root_path)
-            logger.info(f"{stage}: {status} in {stages[stage]['seconds']} s")
+        for group in batches(graph, cfg["flow"].max_parallel):
+            if len(group) == 1:
+                results = [stage_task.with_options(name=f"stage-{group[0]}")(group[0], str(root_path), env)]
+            else:  # side by side, the threads shared: torch's threads spin, so more threads than cores stall
+                share = {**env, "OMP_NUM_THREADS": str(max(1, cpu_threads() // len(group)))}
+                logger.info(f"{', '.join(group)}: side by side, {share['OMP_NUM_THREADS']} torch thread(s) each")
+                futures = [stage_task.with_options(name=f"stage-{s}").submit(s, str(root_path), share) for s in group]
+                wait(futures)  # every one finishes (and DVC records it) before a failure stops the flow
+                results = []
+                for f in futures:
+                    try:
+                        results.append(f.result())
+                    except Exception as e:  # noqa: BLE001 (raised below, once the others are recorded)
+                        results.append(e)
+            for stage, result in zip(group, results):
+                if isinstance(result, Exception):
+                    continue
+                stages[stage] = result
+                if result["status"] == "up to date":
+                    tracking.record_cached_stage(parent.run_id, stage, experiment,
+                                                 [root_path / m for m in metric_files[stage]], root_path)
+                else:
+                    tracking.retag_latest_child(parent.run_id, stage, root_path)
+                logger.info(f"{stage}: {result['status']} in {result['seconds']} s")
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                raise failed[0]
         headline, reward_figures = {}, {}
-        for stage, metric_files in graph:
+        for stage, files in metric_files.items():
             if stage in (HEADLINE_FILE, REWARD_STAGE):
-                for m in metric_files:
+                for m in files:
                     figures = json.loads((root_path / m).read_text())
                     if stage == HEADLINE_FILE:
                         headline.update(figures)

@@ -25,6 +25,17 @@ STEP = textwrap.dedent("""\
     pathlib.Path("metrics").mkdir(exist_ok=True)
     pathlib.Path(f"metrics/{name}.json").write_text('{"%s/done": 1}' % name)
     """)
+# a foreach item that notes its torch threads and, given a wait, waits for its sibling to start
+SIDE = textwrap.dedent("""\
+    import os, pathlib, sys, time
+    item, other, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    pathlib.Path(f"started_{item}").write_text(os.environ.get("OMP_NUM_THREADS", ""))
+    deadline = time.time() + wait
+    while not pathlib.Path(f"started_{other}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    pathlib.Path(f"side_{item}.txt").write_text(str(pathlib.Path(f"started_{other}").exists()))
+    """)
+THREADS = "import os, pathlib; pathlib.Path('after.txt').write_text(os.environ.get('OMP_NUM_THREADS', ''))"
 BOOM = textwrap.dedent("""\
     with open("attempts.log", "a") as f:
         f.write("attempt\\n")
@@ -53,10 +64,12 @@ def repo(tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["flow"].update(retries=2, retry_delay_s=0)
 
-    def make(stages):
+    def make(stages, **flow):
+        params["flow"].update(flow)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         (tmp_path / "step.py").write_text(STEP)
         (tmp_path / "boom.py").write_text(BOOM)
+        (tmp_path / "side.py").write_text(SIDE)
         (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
         subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
@@ -101,6 +114,46 @@ def test_dag_order_skip_and_params_rerun(harness, repo):
         {"a": "up to date", "b": "ran", "c": "up to date", "z": "up to date"}
     parent = tracking.get_run(third["parent_run_id"], root)
     assert parent.data.tags["rlhf.params_changed"] == "sft.lr"
+
+
+def test_batches_run_a_foreachs_ready_items_together_and_everything_else_alone():
+    from flows.pipeline import batches
+
+    graph = [("data", [], set()), ("ppo@ptx", [], {"data"}), ("other", [], {"data"}),
+             ("ppo@plain", [], {"data"}), ("ppo@x", [], {"data"}),
+             ("chain@a", [], {"data"}), ("chain@b", [], {"chain@a"}),  # b needs a: never side by side
+             ("eval", [], {"ppo@ptx", "ppo@plain", "ppo@x", "chain@b", "other"})]
+    assert batches(graph, 1) == [[n] for n, _, _ in graph]
+    assert batches(graph, 2) == [["data"], ["ppo@ptx", "ppo@plain"], ["other"], ["ppo@x"], ["chain@a"],
+                                 ["chain@b"], ["eval"]]
+    assert batches(graph, 8) == [["data"], ["ppo@ptx", "ppo@plain", "ppo@x"], ["other"], ["chain@a"],
+                                 ["chain@b"], ["eval"]]
+
+
+@pytest.mark.parametrize("max_parallel", [2, 1])
+def test_a_foreachs_items_run_side_by_side_with_the_threads_shared(harness, repo, monkeypatch, max_parallel):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    wait = 120 if max_parallel > 1 else 0  # alone, an item would wait for nothing
+    side = {"foreach": {"x": "y", "y": "x"},
+            "do": {"cmd": f"python side.py ${{key}} ${{item}} {wait}", "deps": ["side.py", "a.txt"],
+                   "outs": ["side_${key}.txt"]}}
+    root = repo({"a": tiny_stage("a", "a.txt"), "side": side,
+                 "after": {"cmd": f'python -c "{THREADS}"', "deps": ["side_x.txt", "side_y.txt"],
+                           "outs": ["after.txt"]}}, max_parallel=max_parallel)
+    result = run_flow(root)
+    assert list(result["stages"]) == ["a", "side@x", "side@y", "after"]
+    assert {s["status"] for s in result["stages"].values()} == {"ran"}
+    if max_parallel > 1:  # each saw the other start, and had half the threads
+        assert [(root / f"side_{i}.txt").read_text() for i in "xy"] == ["True", "True"]
+        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["2", "2"]
+    else:  # x finished before y started, each with every thread
+        assert (root / "side_x.txt").read_text() == "False"
+        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["4", "4"]
+    assert (root / "after.txt").read_text() == "4"  # a stage alone gets every thread again
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert {"side@x", "side@y", "after"} <= set(lock)  # DVC recorded both items
+    again = run_flow(root)  # and both are up to date after it
+    assert {s["status"] for s in again["stages"].values()} == {"up to date"}
 
 
 def test_failing_stage_is_retried_then_fails_the_flow(harness, repo):

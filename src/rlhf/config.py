@@ -44,6 +44,12 @@ class FlowConfig:
     """How many times the Prefect flow retries a failing stage before failing the run."""
     retry_delay_s: float
     """Seconds between a stage's failure and its retry."""
+    max_parallel: int
+    """Items of one DVC foreach (ppo@ptx, ppo@plain) the flow runs at once, sharing the CPU threads (1: one stage at a time)."""
+
+    def __post_init__(self) -> None:
+        if self.max_parallel < 1:
+            raise ConfigError(f"flow: max_parallel must be at least 1, got {self.max_parallel}")
 
 
 @dataclass(frozen=True)
