@@ -156,6 +156,18 @@ def test_a_foreachs_items_run_side_by_side_with_the_threads_shared(harness, repo
     assert {s["status"] for s in again["stages"].values()} == {"up to date"}
 
 
+def test_when_one_item_fails_the_one_beside_it_still_finishes_and_is_recorded(harness, repo):
+    side = {"foreach": {"x": "y", "bad": "x"},
+            "do": {"cmd": "python side.py ${key} ${item} 0", "deps": ["side.py", "a.txt"], "outs": ["side_${key}.txt"]}}
+    root = repo({"a": tiny_stage("a", "a.txt"), "side": side}, retries=0)
+    (root / "side.py").write_text('import sys\nif sys.argv[1] == "bad":\n    raise SystemExit("bad item")\n' + SIDE)
+    with pytest.raises(RuntimeError, match="stage 'side@bad' failed"):
+        run_flow(root)
+    assert (root / "side_x.txt").exists() and not (root / "side_bad.txt").exists()
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert "side@x" in lock and "side@bad" not in lock
+
+
 def test_failing_stage_is_retried_then_fails_the_flow(harness, repo):
     root = repo({"a": tiny_stage("a", "a.txt"),
                  "boom": {"cmd": "python boom.py", "deps": ["boom.py", "a.txt"], "outs": ["never.txt"]},
