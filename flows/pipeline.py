@@ -85,6 +85,36 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpus() -> list[str]:
+    """The GPUs stage processes may use: those CUDA_VISIBLE_DEVICES names when it is set (empty:
+    none), else those nvidia-smi lists (none without it)."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip()]
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.splitlines() if line.strip()]
+
+
+def side_by_side_envs(env: dict[str, str], n: int) -> list[dict[str, str]]:
+    """The environments of n stages run side by side: each an equal share of the torch threads
+    (`cpu_threads`, at least one) and, where there are at least n GPUs, a share of its own of them
+    (`CUDA_VISIBLE_DEVICES`, contiguous, the first ones one larger when they do not divide evenly);
+    with fewer GPUs every stage sees them all."""
+    threads, devices = str(max(1, cpu_threads() // n)), gpus()
+    sizes = [len(devices) // n + (i < len(devices) % n) for i in range(n)]
+    envs = []
+    for i in range(n):
+        e = {**env, "OMP_NUM_THREADS": threads}
+        if len(devices) >= n:
+            e["CUDA_VISIBLE_DEVICES"] = ",".join(devices[sum(sizes[:i]):sum(sizes[:i + 1])])
+        envs.append(e)
+    return envs
+
+
 def stage_env(parent_run_id: str) -> dict[str, str]:
     """The environment of a stage process: this interpreter's bin first on PATH (dvc.yaml's
     `python` is ours) and the parent run's id for the stage's MLflow child run."""
@@ -137,9 +167,13 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
             if len(group) == 1:
                 results = [stage_task.with_options(name=f"stage-{group[0]}")(group[0], str(root_path), env)]
             else:  # side by side, the threads shared: torch's threads spin, so more threads than cores stall
-                share = {**env, "OMP_NUM_THREADS": str(max(1, cpu_threads() // len(group)))}
-                logger.info(f"{', '.join(group)}: side by side, {share['OMP_NUM_THREADS']} torch thread(s) each")
-                futures = [stage_task.with_options(name=f"stage-{s}").submit(s, str(root_path), share) for s in group]
+                envs = side_by_side_envs(env, len(group))
+                logger.info(f"{', '.join(group)}: side by side, " + "; ".join(
+                    f"{s}: {e['OMP_NUM_THREADS']} torch thread(s)"
+                    + (f", GPU(s) {e['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in e else "")
+                    for s, e in zip(group, envs)))
+                futures = [stage_task.with_options(name=f"stage-{s}").submit(s, str(root_path), e)
+                           for s, e in zip(group, envs)]
                 wait(futures)  # every one finishes (and DVC records it) before a failure stops the flow
                 results = []
                 for f in futures:

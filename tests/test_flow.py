@@ -29,7 +29,8 @@ STEP = textwrap.dedent("""\
 SIDE = textwrap.dedent("""\
     import os, pathlib, sys, time
     item, other, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    pathlib.Path(f"started_{item}").write_text(os.environ.get("OMP_NUM_THREADS", ""))
+    pathlib.Path(f"started_{item}").write_text(os.environ.get("OMP_NUM_THREADS", "") + " "
+                                               + os.environ.get("CUDA_VISIBLE_DEVICES", "-"))
     deadline = time.time() + wait
     while not pathlib.Path(f"started_{other}").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -130,9 +131,37 @@ def test_batches_run_a_foreachs_ready_items_together_and_everything_else_alone()
                                  ["chain@b"], ["eval"]]
 
 
+@pytest.mark.parametrize("visible, n, expected", [
+    ("0,1,2,3", 2, ["0,1", "2,3"]), ("0,1,2", 2, ["0,1", "2"]), ("3,5", 2, ["3", "5"]),
+    ("0", 2, ["0", "0"]), ("", 2, ["", ""]), ("0,1", 3, ["0,1", "0,1", "0,1"])])  # too few: all see all
+def test_side_by_side_stages_share_the_threads_and_split_the_gpus(monkeypatch, visible, n, expected):
+    from flows.pipeline import side_by_side_envs
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    envs = side_by_side_envs({"KEEP": "1", "CUDA_VISIBLE_DEVICES": visible}, n)
+    assert [e["OMP_NUM_THREADS"] for e in envs] == [str(max(1, 5 // n))] * n
+    assert all(e["KEEP"] == "1" for e in envs)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == expected
+
+
+def test_without_cuda_visible_devices_the_gpus_are_what_nvidia_smi_lists(monkeypatch, tmp_path):
+    from flows.pipeline import gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '0\\n1\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpus() == ["0", "1"]
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))  # no nvidia-smi: no GPU
+    assert gpus() == []
+
+
 @pytest.mark.parametrize("max_parallel", [2, 1])
 def test_a_foreachs_items_run_side_by_side_with_the_threads_shared(harness, repo, monkeypatch, max_parallel):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # names only: nothing here uses a GPU
     wait = 120 if max_parallel > 1 else 0  # alone, an item would wait for nothing
     side = {"foreach": {"x": "y", "y": "x"},
             "do": {"cmd": f"python side.py ${{key}} ${{item}} {wait}", "deps": ["side.py", "a.txt"],
@@ -143,12 +172,12 @@ def test_a_foreachs_items_run_side_by_side_with_the_threads_shared(harness, repo
     result = run_flow(root)
     assert list(result["stages"]) == ["a", "side@x", "side@y", "after"]
     assert {s["status"] for s in result["stages"].values()} == {"ran"}
-    if max_parallel > 1:  # each saw the other start, and had half the threads
+    if max_parallel > 1:  # each saw the other start, and had half the threads and a GPU of its own
         assert [(root / f"side_{i}.txt").read_text() for i in "xy"] == ["True", "True"]
-        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["2", "2"]
-    else:  # x finished before y started, each with every thread
+        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["2 0", "2 1"]
+    else:  # x finished before y started, each with every thread and GPU
         assert (root / "side_x.txt").read_text() == "False"
-        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["4", "4"]
+        assert [(root / f"started_{i}").read_text() for i in "xy"] == ["4 0,1", "4 0,1"]
     assert (root / "after.txt").read_text() == "4"  # a stage alone gets every thread again
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert {"side@x", "side@y", "after"} <= set(lock)  # DVC recorded both items
