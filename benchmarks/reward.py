@@ -33,7 +33,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -45,17 +44,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from rlhf import comparisons, config, models, reward, train, world  # noqa: E402
+from rlhf import cli, comparisons, config, models, reward, train, world  # noqa: E402
 from rlhf.evaluation import gold_scores  # noqa: E402
 from rlhf.losses import ranked_pairs  # noqa: E402
 from rlhf.world import vocab  # noqa: E402
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def candidates(rng: random.Random, prompt: str, others: list[str]) -> list[str]:
@@ -141,7 +133,7 @@ def main() -> None:
     p.add_argument("--n-embd", type=int, default=pre.n_embd)
     p.add_argument("--vocab-size", type=int, default=pre.vocab_size)
     p.add_argument("--docs", type=int, default=1000, help="corpus documents for the tokenizer")
-    p.add_argument("--threads", type=int, default=cores())
+    p.add_argument("--threads", type=int, default=cli.cores())
     p.add_argument("--seed", type=int, default=common.seed)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: the runs train on the GPU with bf16 autocast")

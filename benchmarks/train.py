@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import random
 import sys
 import tempfile
@@ -41,17 +40,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from rlhf import config, data, lm, models, train, world  # noqa: E402
+from rlhf import cli, config, data, lm, models, train, world  # noqa: E402
 from rlhf.losses import IGNORE  # noqa: E402
 
 WARMUP_STEPS = 2  # steps excluded from every throughput figure
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def build_data(folder: Path, seed: int, n_docs: int, n_demos: int) -> tuple[list[str], list[str], list[str]]:
@@ -257,7 +249,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2,
                    help="SFT runs of each side, in alternating order (ours, HF, HF, ours, ...); the SFT figures "
                         "are over all of them")
-    p.add_argument("--threads", type=int, default=cores())
+    p.add_argument("--threads", type=int, default=cli.cores())
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: both sides on the GPU with bf16 autocast (fit through accelerate, the Trainer with bf16=True)")
     p.add_argument("--seed", type=int, default=common.seed)

@@ -26,7 +26,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from rlhf import config, tracking  # noqa: E402
+from rlhf import cli, config, tracking  # noqa: E402
 
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
@@ -80,9 +80,7 @@ def cpu_threads() -> int:
     """The torch threads a stage process gets when it runs alone: OMP_NUM_THREADS when set, else
     the CPUs this process may run on."""
     given = os.environ.get("OMP_NUM_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        return int(given)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(given) if given.isdigit() and int(given) > 0 else cli.cores()
 
 
 def gpus() -> list[str]:
@@ -164,23 +162,21 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
                                run_name=flow_run.get_name()) as parent:
         env = stage_env(parent.run_id)
         for group in batches(graph, cfg["flow"].max_parallel):
-            if len(group) == 1:
-                results = [stage_task.with_options(name=f"stage-{group[0]}")(group[0], str(root_path), env)]
-            else:  # side by side, the threads shared: torch's threads spin, so more threads than cores stall
-                envs = side_by_side_envs(env, len(group))
+            envs = [env] if len(group) == 1 else side_by_side_envs(env, len(group))
+            if len(group) > 1:  # the threads shared: torch's threads spin, so more threads than cores stall
                 logger.info(f"{', '.join(group)}: side by side, " + "; ".join(
                     f"{s}: {e['OMP_NUM_THREADS']} torch thread(s)"
                     + (f", GPU(s) {e['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in e else "")
                     for s, e in zip(group, envs)))
-                futures = [stage_task.with_options(name=f"stage-{s}").submit(s, str(root_path), e)
-                           for s, e in zip(group, envs)]
-                wait(futures)  # every one finishes (and DVC records it) before a failure stops the flow
-                results = []
-                for f in futures:
-                    try:
-                        results.append(f.result())
-                    except Exception as e:  # noqa: BLE001 (raised below, once the others are recorded)
-                        results.append(e)
+            futures = [stage_task.with_options(name=f"stage-{s}").submit(s, str(root_path), e)
+                       for s, e in zip(group, envs)]
+            wait(futures)  # every one finishes (and DVC records it) before a failure stops the flow
+            results = []
+            for f in futures:
+                try:
+                    results.append(f.result())
+                except Exception as e:  # noqa: BLE001 (raised below, once the others are recorded)
+                    results.append(e)
             for stage, result in zip(group, results):
                 if isinstance(result, Exception):
                     continue

@@ -42,6 +42,14 @@ def stage(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Ite
         yield cfgs, run
 
 
+def cores() -> int:
+    """The CPUs this process may run on (all of them where the OS does not say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate launch, or the only process: the one that writes."""
     return int(os.environ.get("RANK", "0")) == 0
