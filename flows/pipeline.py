@@ -16,7 +16,9 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # A first run starts Prefect's temporary server on a fresh database; on a slow machine that took
 # longer than Prefect's 20 s default and the run failed before any stage. Set before prefect loads.
@@ -26,7 +28,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from rlhf import cli, config, tracking  # noqa: E402
+from rlhf import cli, config, prefork, tracking  # noqa: E402
 
 FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
@@ -113,12 +115,25 @@ def side_by_side_envs(env: dict[str, str], n: int) -> list[dict[str, str]]:
     return envs
 
 
-def stage_env(parent_run_id: str) -> dict[str, str]:
+def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
     """The environment of a stage process: this interpreter's bin first on PATH (dvc.yaml's
-    `python` is ours) and the parent run's id for the stage's MLflow child run."""
+    `python` is ours) and the parent run's id, when given, for the stage's MLflow child run."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, tracking.PARENT_ENV: parent_run_id,
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env = {k: v for k, v in os.environ.items() if k != tracking.PARENT_ENV}
+    return {**env, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            **({tracking.PARENT_ENV: parent_run_id} if parent_run_id else {})}
+
+
+@contextmanager
+def warm_start(enabled: bool) -> Iterator[dict[str, str]]:
+    """The stages' environment's addition for `flow.prefork`: a running `rlhf.prefork` server's
+    socket, on CPU-only Linux machines (a forked child cannot start CUDA that its parent had), else
+    nothing. Started before anything else, so it imports while the flow sets up."""
+    if not enabled or gpus():
+        yield {}
+        return
+    with prefork.server(stage_env()) as path:
+        yield {prefork.ENV: path} if path else {}
 
 
 @task
@@ -158,9 +173,12 @@ def pipeline(root: str = ".", params_file: str = "params.yaml") -> dict:
                                         retry_delay_seconds=cfg["flow"].retry_delay_s)
     metric_files = {stage: files for stage, files, _ in graph}
     stages: dict[str, dict] = {}
-    with tracking.pipeline_run(experiment, config.read_params(params_path), root_path,
-                               run_name=flow_run.get_name()) as parent:
-        env = stage_env(parent.run_id)
+    with warm_start(cfg["flow"].prefork) as warm, \
+            tracking.pipeline_run(experiment, config.read_params(params_path), root_path,
+                                  run_name=flow_run.get_name()) as parent:
+        env = {**stage_env(parent.run_id), **warm}
+        if warm:
+            logger.info(f"stages start warm: forked from a process that has imported torch & co. ({warm[prefork.ENV]})")
         for group in batches(graph, cfg["flow"].max_parallel):
             envs = [env] if len(group) == 1 else side_by_side_envs(env, len(group))
             if len(group) > 1:  # the threads shared: torch's threads spin, so more threads than cores stall

@@ -6,7 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf import cli, demonstrations, label_files
+from rlhf import prefork
+
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+from rlhf import cli, demonstrations, label_files  # noqa: E402
 
 SECTIONS = ("demonstrations",)
 

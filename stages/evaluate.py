@@ -14,9 +14,14 @@ import json
 import tempfile
 from pathlib import Path
 
-import pandas as pd
+from rlhf import prefork
 
-from rlhf import cli, data, evaluation, lm, models, ppo, promotion, reward, train
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+import pandas as pd  # noqa: E402
+
+from rlhf import cli, data, evaluation, lm, models, ppo, promotion, reward, train  # noqa: E402
 
 SECTIONS = ("evaluate", "ppo", "pretrain")
 JUDGES = ("gold", "rm")  # the gold labeler (human preference) and the reward model

@@ -5,7 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf import cli, ingest
+from rlhf import prefork
+
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+from rlhf import cli, ingest  # noqa: E402
 
 SECTIONS = ("ingest",)
 

@@ -6,9 +6,14 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import pandas as pd
+from rlhf import prefork
 
-from rlhf import cli, config, data, hashing, models, ppo, reward, train
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+import pandas as pd  # noqa: E402
+
+from rlhf import cli, config, data, hashing, models, ppo, reward, train  # noqa: E402
 
 SECTIONS = ("ppo", "demonstrations", "comparisons", "pretrain")  # prompt shares; n_positions: ptx blocks
 CURVES = {"rm_score": "ppo/rm_score", "kl": "ppo/kl", "kl_coef": "ppo/kl_coef", "entropy": "ppo/entropy",

@@ -5,7 +5,12 @@ import sys
 import time
 from pathlib import Path
 
-from rlhf import cli, config, data, lm, models, train
+from rlhf import prefork
+
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+from rlhf import cli, config, data, lm, models, train  # noqa: E402
 
 SECTIONS = ("pretrain",)
 

@@ -17,9 +17,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import pandas as pd
+from rlhf import prefork
 
-from rlhf import cli, comparisons, config, models, reward, train
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+import pandas as pd  # noqa: E402
+
+from rlhf import cli, comparisons, config, models, reward, train  # noqa: E402
 
 SECTIONS = ("reward_model",)
 

@@ -7,9 +7,14 @@ import math
 import shutil
 from pathlib import Path
 
-import pandas as pd
+from rlhf import prefork
 
-from rlhf import cli, config, data, evaluation, lm, models, train
+if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
+    prefork.delegate(__file__)
+
+import pandas as pd  # noqa: E402
+
+from rlhf import cli, config, data, evaluation, lm, models, train  # noqa: E402
 
 SECTIONS = ("sft",)
 

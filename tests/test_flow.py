@@ -63,7 +63,7 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["flow"].update(retries=2, retry_delay_s=0)
+    params["flow"].update(retries=2, retry_delay_s=0, prefork=False)  # test_prefork.py runs it warm
 
     def make(stages, **flow):
         params["flow"].update(flow)

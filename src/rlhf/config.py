@@ -46,6 +46,8 @@ class FlowConfig:
     """Seconds between a stage's failure and its retry."""
     max_parallel: int
     """Items of one DVC foreach (ppo@ptx, ppo@plain) the flow runs at once, sharing the CPU threads (1: one stage at a time)."""
+    prefork: bool
+    """Stage processes forked from one that has imported torch, transformers, pandas and MLflow once (CPU-only Linux; false: each stage a fresh python)."""
 
     def __post_init__(self) -> None:
         if self.max_parallel < 1:
