@@ -5,10 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf import prefork
+from rlhf import startup
 
-if __name__ == "__main__":  # under the flow: hand this command to its warm process (rlhf.prefork)
-    prefork.delegate(__file__)
+if __name__ == "__main__":  # before the heavy imports: the allocator, the flow's warm process (rlhf.startup)
+    startup.begin(__file__)
 
 from rlhf import cli, ingest  # noqa: E402
 

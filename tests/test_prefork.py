@@ -192,3 +192,34 @@ def test_the_server_context_starts_and_stops_the_server(tmp_path):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)
+
+
+FAULTS = textwrap.dedent("""\
+    import resource, sys
+    from rlhf import startup
+    print(startup.tune_malloc())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(100):  # a training step's churn: the same few 8 MiB blocks freed and taken again
+        blocks = [bytearray(8 << 20) for _ in range(3)]
+        del blocks
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("env, tuned", [({}, True), ({"RLHF_TUNE_MALLOC": "0"}, False),
+                                        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, False),
+                                        ({"MALLOC_ARENA_MAX_": "2"}, False)])
+def test_the_allocator_keeps_freed_blocks_unless_told_otherwise(env, tuned):
+    """Tuned, blocks freed and allocated again cost no page faults; as glibc has it (the user's
+    choice), it gives the freed heap top back and faults the pages in again on every round."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("RLHF_TUNE_MALLOC", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", FAULTS], env={**base, **env}, capture_output=True, text=True,
+                         timeout=120, check=True)
+    said, faults = out.stdout.split()
+    assert said == str(tuned)
+    if tuned:
+        assert int(faults) < 2048 * 3 * 3  # the first round's pages, then none
+    else:
+        assert int(faults) > 2048 * 3 * 50

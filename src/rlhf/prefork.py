@@ -5,7 +5,7 @@ would have, with the command's arguments, working directory, environment and sta
 A stage process spends 5-11 s importing on a 2-core machine before its first line of work; the
 flow (`flows.pipeline`, `flow.prefork`) starts `serve` beside its stages on CPU-only Linux machines
 and names its socket in RLHF_PREFORK. Each stage script calls `delegate(__file__)` before its own
-imports: with RLHF_PREFORK set it hands its command to the server and exits with the stage's exit
+imports (through `rlhf.startup.begin`): with RLHF_PREFORK set it hands its command to the server and exits with the stage's exit
 status (a signal to it is passed on to the stage); without it, or when the server cannot take the
 command (gone, or an environment that differs in more than the per-stage variables below), the
 script goes on and runs cold, as it always does under `dvc repro`.
@@ -216,6 +216,9 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
     listener.bind(path)
     listener.listen(64)
     env = dict(os.environ)
+    from rlhf import startup
+
+    startup.tune_malloc()  # as each stage sets it, before the imports fill the heap its children share
     _preload(preload)
     imported_env = {k: v for k, v in os.environ.items() if k not in env}  # set by the imports themselves
     torch = sys.modules.get("torch")
