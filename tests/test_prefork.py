@@ -121,7 +121,8 @@ def test_the_stages_exit_status_is_the_commands(tmp_path, server, mode, code, st
         assert "Traceback (most recent call last)" in out.stderr
 
 
-def test_a_signal_to_the_command_stops_the_stage(tmp_path, server):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])  # a stopped flow; Ctrl-C
+def test_a_signal_to_the_command_stops_the_stage(tmp_path, server, sig):
     path, server_pid = server()
     script = tmp_path / "stages" / "stage.py"
     script.parent.mkdir()
@@ -137,8 +138,8 @@ def test_a_signal_to_the_command_stops_the_stage(tmp_path, server):
     report = json.loads((work / "report.json").read_text())
     assert report["ppid"] == server_pid  # it runs in the server's child
     stage_pid = report["pid"]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == -signal.SIGTERM  # the command dies of the stage's death
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == -sig  # the command dies of the stage's death
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # and the stage is gone, reaped by the server
         os.kill(stage_pid, 0)

@@ -154,6 +154,10 @@ def _closed(conn: socket.socket) -> bool:
 
 def _run_child(request: dict, fds: list[int], default_threads: int, imported_env: dict[str, str]) -> None:
     """In the forked child: become the stage process and run its script; never returns."""
+    import atexit
+    import runpy
+    import traceback
+
     code = 1
     try:
         for target, fd in zip((0, 1, 2), fds):
@@ -173,8 +177,6 @@ def _run_child(request: dict, fds: list[int], default_threads: int, imported_env
                                                  else default_threads)
         if "numpy" in sys.modules:  # a fresh process's global numpy state, not the server's
             sys.modules["numpy"].random.seed()
-        import runpy
-
         try:
             runpy.run_path(script, run_name="__main__")
             code = 0
@@ -184,19 +186,13 @@ def _run_child(request: dict, fds: list[int], default_threads: int, imported_env
             else:
                 print(e.code, file=sys.stderr)
                 code = 1
-        except KeyboardInterrupt:
-            import atexit
-
+        except KeyboardInterrupt:  # as the interpreter would: die of SIGINT
             atexit._run_exitfuncs()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
         except BaseException:  # as the interpreter would: the traceback, exit 1
-            import traceback
-
             traceback.print_exc()
             code = 1
-        import atexit
-
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
