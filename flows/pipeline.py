@@ -81,8 +81,7 @@ def batches(graph: list[tuple[str, list[str], set[str]]], max_parallel: int) -> 
 def cpu_threads() -> int:
     """The torch threads a stage process gets when it runs alone: OMP_NUM_THREADS when set, else
     the CPUs this process may run on."""
-    given = os.environ.get("OMP_NUM_THREADS", "")
-    return int(given) if given.isdigit() and int(given) > 0 else cli.cores()
+    return cli.omp_threads() or cli.cores()
 
 
 def gpus() -> list[str]:

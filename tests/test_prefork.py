@@ -160,6 +160,9 @@ def test_without_a_server_or_with_another_environment_the_stage_runs_cold(tmp_pa
 
 
 def test_env_difference_names_every_other_variable():
+    from rlhf import tracking
+
+    assert tracking.PARENT_ENV in prefork.PER_STAGE  # the flow sets it per run, after the server started
     server = {"PATH": "/a", "OMP_NUM_THREADS": "2", "HOME": "/h"}
     assert prefork.env_difference(server, {**server, "OMP_NUM_THREADS": "1", "DVC_STAGE": "x"}) == []
     assert prefork.env_difference(server, {"PATH": "/b", "OMP_NUM_THREADS": "2", "NEW": "1"}) == ["HOME", "NEW", "PATH"]

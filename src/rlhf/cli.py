@@ -50,6 +50,12 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def omp_threads() -> int | None:
+    """The torch threads OMP_NUM_THREADS asks for, when it is set to a positive number."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else None
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate launch, or the only process: the one that writes."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -2,11 +2,11 @@
 then forks a child for each stage command, which runs the stage script as `python stages/x.py`
 would have, with the command's arguments, working directory, environment and standard streams.
 
-A stage process spends 5-11 s importing on a 2-core machine before its first line of work; the
+A stage process spends 4-13 s importing on a 2-core machine before its first line of work; the
 flow (`flows.pipeline`, `flow.prefork`) starts `serve` beside its stages on CPU-only Linux machines
-and names its socket in RLHF_PREFORK. Each stage script calls `delegate(__file__)` before its own
-imports (through `rlhf.startup.begin`): with RLHF_PREFORK set it hands its command to the server and exits with the stage's exit
-status (a signal to it is passed on to the stage); without it, or when the server cannot take the
+and names its socket in RLHF_PREFORK. Each stage script calls `delegate(__file__)` (through
+`rlhf.startup.begin`) before its own imports: with RLHF_PREFORK set it hands its command to the
+server and exits with the stage's exit status (a signal to it is passed on to the stage); without it, or when the server cannot take the
 command (gone, or an environment that differs in more than the per-stage variables below), the
 script goes on and runs cold, as it always does under `dvc repro`.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -29,7 +30,7 @@ from typing import Iterator
 
 ENV = "RLHF_PREFORK"
 # What may differ between the server's environment and a stage's: read after start-up, not at import.
-PER_STAGE = (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "RLHF_PARENT_RUN_ID",
+PER_STAGE = (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "RLHF_PARENT_RUN_ID",  # tracking.PARENT_ENV
              "PWD", "OLDPWD", "SHLVL", "_")
 PER_STAGE_PREFIXES = ("DVC_",)  # what `dvc repro` sets for a stage's command
 # What the server imports before it forks (any that are not installed are skipped).
@@ -142,8 +143,6 @@ def _preload(modules: tuple[str, ...]) -> None:
 
 def _closed(conn: socket.socket) -> bool:
     """Whether the stage at the other end has hung up."""
-    import select
-
     if not select.select([conn], [], [], 0)[0]:
         return False
     try:
@@ -172,9 +171,9 @@ def _run_child(request: dict, fds: list[int], default_threads: int, imported_env
         sys.argv = [script, *args]
         sys.path[0] = os.path.dirname(script)
         if "torch" in sys.modules:  # OpenMP read OMP_NUM_THREADS when the server started
-            given = os.environ.get("OMP_NUM_THREADS", "")
-            sys.modules["torch"].set_num_threads(int(given) if given.isdigit() and int(given) > 0
-                                                 else default_threads)
+            from rlhf import cli
+
+            sys.modules["torch"].set_num_threads(cli.omp_threads() or default_threads)
         if "numpy" in sys.modules:  # a fresh process's global numpy state, not the server's
             sys.modules["numpy"].random.seed()
         try:
@@ -229,8 +228,6 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda s, f: stopping.append(s))
     signal.signal(signal.SIGINT, lambda s, f: stopping.append(s))
-    import select
-
     try:
         while not stopping:
             try:

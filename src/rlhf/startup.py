@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 
+from rlhf import prefork
+
 MMAP_THRESHOLD = 32 << 20  # bytes: blocks below this come from the heap, not their own mapping
 TRIM_THRESHOLD = 256 << 20  # bytes: free memory the heap keeps at its top before giving any back
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
@@ -43,6 +45,4 @@ def tune_malloc() -> bool:
 def begin(script: str) -> None:
     """A stage script's first call: the allocator, then the warm process (see the module's doc)."""
     tune_malloc()
-    from rlhf import prefork
-
     prefork.delegate(script)
