@@ -666,7 +666,7 @@ def test_a_saved_reward_model_scores_a_plain_transformers_batch_as_the_project_d
     with torch.no_grad():
         model.score.weight.normal_()
         model.transformer.ln_f.bias.normal_()
-    tok.padding_side = "left"  # as generation leaves it: the state of its padded call is saved too
+    tok.padding_side = "left"  # as some hub tokenizers come, with a padded call's state in its backend
     tok(["Name a fruit", "What is 2 plus 2?"], padding=True)
     reward.save(model, tok, tmp_path / "rm")
     want = reward.score(model, tok, PROMPTS, OTHER)

@@ -5,8 +5,9 @@ Every checkpoint is in Hugging Face format, so `AutoTokenizer` / `AutoModelForCa
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -100,10 +101,33 @@ def load_causal_lm(path: str | Path, dropout: float | None = None):
 
 
 def save(model, tokenizer, path: str | Path) -> None:
+    """A model and its tokenizer in Hugging Face format. The tokenizer is saved without the padding
+    and truncation of its last call: a fast tokenizer keeps those in its Rust backend, which
+    tokenizer.json stores and loading reads back as the tokenizer's defaults. After generation that
+    was left padding, left truncation and a cut at the last prompt limit (104 tokens on the default
+    run), which `tokenizers.Tokenizer.from_file` and servers that read tokenizer.json applied to every
+    text. transformers sets both for each call anyway, so the tokenizer in memory loses nothing."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # None for a slow (Python) tokenizer
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
     tokenizer.save_pretrained(path)
+
+
+@contextmanager
+def left_padded(tokenizer) -> Iterator:
+    """The tokenizer padding and truncating on the left inside the block, as generation needs (every
+    prompt ends where its response starts, and an over-long one loses its oldest text, never the
+    question), and on the sides it had before after it."""
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = sides
 
 
 def max_positions(model) -> int:
@@ -130,13 +154,12 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"  # an over-long input loses its oldest text, never the question
     limit = max_positions(model) - max_new_tokens
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         texts = [prefix + (format_prompt(p) if template else p) for p in prompts[i:i + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        with left_padded(tokenizer):
+            enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
         enc = {k: v.to(device) for k, v in enc.items()}
         kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,
                       num_return_sequences=num_return_sequences,
@@ -147,6 +170,5 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
         new = seqs[:, enc["input_ids"].shape[1]:]
         decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
         out.extend((t.strip().split("\n")[0].strip() if prefix else t.strip()) for t in decoded)
-    tokenizer.padding_side = "right"
     model.train(was_training)
     return out

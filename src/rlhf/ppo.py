@@ -123,13 +123,9 @@ class PolicyAndValue(torch.nn.Module):
 
 def encode_prompts(tokenizer, prompts: list[str], max_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts in the policy template, left-padded (an over-long one loses its start)."""
-    sides = tokenizer.padding_side, tokenizer.truncation_side
-    tokenizer.padding_side = tokenizer.truncation_side = "left"
-    try:
+    with models.left_padded(tokenizer):
         enc = tokenizer([models.format_prompt(p) for p in prompts], return_tensors="pt", padding=True,
                         truncation=True, max_length=max_len)
-    finally:
-        tokenizer.padding_side, tokenizer.truncation_side = sides
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 

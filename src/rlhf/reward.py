@@ -106,12 +106,12 @@ def response_marker(tokenizer) -> list[int]:
 def save(model, tokenizer, path: str | Path) -> None:
     """A reward model and its tokenizer in Hugging Face format. The tokenizer is saved to pad on the
     right, the layout the model was trained on: transformers' own `*ForSequenceClassification`
-    classes (the paper's head) count positions from column 0, so a batch padded on the left (the
-    side this project's tokenizers keep for generation) would score its shorter rows at shifted
-    positions. The likelihood model counts from each row's first real token and scores either way."""
+    classes (the paper's head) count positions from column 0, so a batch padded on the left (as
+    generation pads, and as some hub tokenizers do by default) would score its shorter rows at
+    shifted positions. The likelihood model counts from each row's first real token and scores either way."""
     tokenizer.padding_side = "right"
-    # tokenizer_config.json writes the init kwargs' keys only, and loading reads it over the padding
-    # state that the last padded call left in tokenizer.json (left, after generation)
+    # tokenizer_config.json is written from the init kwargs, not the attribute: a tokenizer whose
+    # own config says left (some hub models') would load left again
     tokenizer.init_kwargs["padding_side"] = "right"
     models.save(model, tokenizer, path)
 
