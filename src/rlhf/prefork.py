@@ -6,9 +6,10 @@ A stage process spends 4-13 s importing on a 2-core machine before its first lin
 flow (`flows.pipeline`, `flow.prefork`) starts `serve` beside its stages on CPU-only Linux machines
 and names its socket in RLHF_PREFORK. Each stage script calls `delegate(__file__)` (through
 `rlhf.startup.begin`) before its own imports: with RLHF_PREFORK set it hands its command to the
-server and exits with the stage's exit status (a signal to it is passed on to the stage); without it, or when the server cannot take the
-command (gone, or an environment that differs in more than the per-stage variables below), the
-script goes on and runs cold, as it always does under `dvc repro`.
+server and exits with the stage's exit status (a signal to it is passed on to the stage);
+without it, or when the server cannot take the command (gone, or an environment that differs in
+more than the per-stage variables below), the script goes on and runs cold, as it always does
+under `dvc repro`.
 
     python -m rlhf.prefork SOCKET    # serve until SIGTERM (the flow does this)
 

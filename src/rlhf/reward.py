@@ -108,7 +108,8 @@ def save(model, tokenizer, path: str | Path) -> None:
     right, the layout the model was trained on: transformers' own `*ForSequenceClassification`
     classes (the paper's head) count positions from column 0, so a batch padded on the left (as
     generation pads, and as some hub tokenizers do by default) would score its shorter rows at
-    shifted positions. The likelihood model counts from each row's first real token and scores either way."""
+    shifted positions. The likelihood model counts from each row's first real token and scores
+    either way."""
     tokenizer.padding_side = "right"
     # tokenizer_config.json is written from the init kwargs, not the attribute: a tokenizer whose
     # own config says left (some hub models') would load left again
