@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: this checkout's src/rlhf; see its doc)
+
 from rlhf import startup
 
 if __name__ == "__main__":  # before the heavy imports: the allocator, the flow's warm process (rlhf.startup)

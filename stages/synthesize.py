@@ -7,6 +7,8 @@ import random
 from datetime import datetime, timezone
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: this checkout's src/rlhf; see its doc)
+
 from rlhf import cli, world
 
 SECTIONS = ("world",)

@@ -32,8 +32,12 @@ def commands(argv: list[str]) -> list[list[str]]:
 
 def run_one(cmd: list[str]) -> int:
     """Run `python cmd[0] cmd[1:]` in this process; its exit code (a `sys.exit("message")` prints
-    the message to stderr and gives 1, as the interpreter does)."""
+    the message to stderr and gives 1, as the interpreter does). The script's folder goes first on
+    sys.path, as the interpreter puts it (a stage imports `_checkout` from there)."""
     sys.argv = list(cmd)
+    folder = os.path.dirname(os.path.abspath(cmd[0]))
+    if sys.path[:1] != [folder]:
+        sys.path.insert(0, folder)
     try:
         runpy.run_path(cmd[0], run_name="__main__")
     except SystemExit as e:

@@ -1,7 +1,9 @@
 """dvc.yaml, params.yaml and stages/ agree with each other and with the layering rules."""
 
 import ast
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,7 @@ def test_stage_agrees_with_params_and_scripts(name):
     script = script_of(stage)
     assert script.exists(), f"{name}: {script} missing"
     assert str(script.relative_to(ROOT)) in stage["deps"] and "src/rlhf" in stage["deps"]
+    assert "stages/_checkout.py" in stage["deps"]  # which package the script imports
     for key in stage["params"]:
         section, _, field = key.partition(".")
         assert section in PARAMS, f"{name}: params section {section} not in params.yaml"
@@ -64,6 +67,34 @@ def test_stage_help(name, monkeypatch, run_script):
     monkeypatch.chdir(ROOT)
     code, out, _ = run_script(script_of(DVC[name]), "--help")
     assert code == 0 and "--params" in out and "params.yaml keys read" in out
+
+
+def test_every_stage_imports_its_own_checkouts_package_first():
+    for path in sorted((ROOT / "stages").glob("*.py")):
+        if path.name == "_checkout.py":
+            continue
+        imports = [n for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in imports if isinstance(n, ast.Import) for a in n.names]
+        first_rlhf = next(i for i, n in enumerate(imports)
+                          if (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).startswith("rlhf"))
+        assert "_checkout" in names, f"{path.name} does not import _checkout"
+        checkout = next(i for i, n in enumerate(imports) if isinstance(n, ast.Import) and n.names[0].name == "_checkout")
+        assert checkout < first_rlhf, f"{path.name} imports rlhf before _checkout"
+
+
+def test_a_copy_of_the_checkout_runs_its_own_package(tmp_path):
+    """As DVC runs a queued or --temp experiment: the stages of a copy of the repository (under
+    .dvc/tmp/exps/) import the copy's src/rlhf, not the installed (editable) workspace's."""
+    copy = tmp_path / "exp"
+    for item in ("stages", "src"):
+        shutil.copytree(ROOT / item, copy / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    with (copy / "src" / "rlhf" / "__init__.py").open("a") as f:
+        f.write("\nprint('rlhf imported from', __file__)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RLHF_PREFORK")}
+    out = subprocess.run([sys.executable, "stages/synthesize.py", "--help"], cwd=copy, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"rlhf imported from {copy / 'src' / 'rlhf' / '__init__.py'}" in out.stdout
 
 
 def test_only_tracking_imports_mlflow_and_only_flows_import_prefect():

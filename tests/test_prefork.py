@@ -227,3 +227,16 @@ def test_the_allocator_keeps_freed_blocks_unless_told_otherwise(env, tuned):
         assert int(faults) < 2048 * 3 * 3  # the first round's pages, then none
     else:
         assert int(faults) > 2048 * 3 * 50
+
+
+def test_a_stage_from_another_checkout_runs_cold(tmp_path, server):
+    """A stage imports the `src/rlhf` beside its own folder first (stages/_checkout.py), so a
+    server that imported another one (the workspace's, for a DVC experiment's copy) refuses it."""
+    assert prefork.other_checkout(str(ROOT / "stages" / "sft.py")) is None  # the package this test imported
+    (tmp_path / "src" / "rlhf").mkdir(parents=True)
+    reason = prefork.other_checkout(str(tmp_path / "stages" / "stage.py"))
+    assert str(tmp_path / "src" / "rlhf") in reason
+    path, server_pid = server()
+    out, report = run_stage(tmp_path, "exit3", path)
+    assert out.returncode == 3 and report["ppid"] == os.getpid()  # ran in the process we started
+    assert f"{reason}; starting cold" in out.stderr

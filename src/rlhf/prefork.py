@@ -7,9 +7,9 @@ flow (`flows.pipeline`, `flow.prefork`) starts `serve` beside its stages on CPU-
 and names its socket in RLHF_PREFORK. Each stage script calls `delegate(__file__)` (through
 `rlhf.startup.begin`) before its own imports: with RLHF_PREFORK set it hands its command to the
 server and exits with the stage's exit status (a signal to it is passed on to the stage);
-without it, or when the server cannot take the command (gone, or an environment that differs in
-more than the per-stage variables below), the script goes on and runs cold, as it always does
-under `dvc repro`.
+without it, or when the server cannot take the command (gone, an environment that differs in
+more than the per-stage variables below, or a script from another checkout, which must import its
+own `src/rlhf`), the script goes on and runs cold, as it always does under `dvc repro`.
 
     python -m rlhf.prefork SOCKET    # serve until SIGTERM (the flow does this)
 
@@ -52,6 +52,17 @@ def env_difference(server_env: dict[str, str], env: dict[str, str]) -> list[str]
     """The variables, other than the per-stage ones, whose values differ between the two."""
     return sorted(k for k in set(server_env) | set(env)
                   if server_env.get(k) != env.get(k) and k not in PER_STAGE and not k.startswith(PER_STAGE_PREFIXES))
+
+
+def other_checkout(script: str) -> str | None:
+    """Why `script` may not run in this server: the `src/rlhf` beside its folder, which a stage
+    imports first (stages/_checkout.py), is not the package this server imported (a DVC
+    experiment's copy of the repository, another clone). None when it is, or when there is none."""
+    theirs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(script))), "src", "rlhf")
+    ours = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(theirs) and os.path.realpath(theirs) != os.path.realpath(ours):
+        return f"the stage's checkout has its own package, {theirs}; this server imported {ours}"
+    return None
 
 
 def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
@@ -261,11 +272,12 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
                     continue
                 conn.settimeout(None)
                 differ = env_difference(env, request.get("env", {}))
-                if differ or len(fds) != 3:
+                elsewhere = other_checkout((request.get("argv") or [""])[0])
+                if differ or elsewhere or len(fds) != 3:
                     for fd in fds:
                         os.close(fd)
                     reason = (f"the environment differs from the server's in {', '.join(differ)}" if differ
-                              else "the standard streams did not arrive")
+                              else elsewhere or "the standard streams did not arrive")
                     _send(conn, {"refused": reason})
                     conn.close()
                     continue
