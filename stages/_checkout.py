@@ -5,8 +5,9 @@ sys.path, ahead of the installed package.
 temporary experiments (`dvc exp run --queue`, `--temp`) in a copy of the repository under
 `.dvc/tmp/exps/`, and records that copy's `src/rlhf` as the stages' dependency; without this, the
 copy's stages would import the workspace's `src/rlhf`, which is not the experiment's code when
-the experiment changed it, or when the workspace changed after the experiment was queued.
-Standard library only."""
+the experiment changed it, or when the workspace changed after the experiment was queued. The
+flow's warm process makes the same reckoning (`rlhf.prefork.other_checkout`) and leaves a stage of
+another checkout to start cold. Standard library only."""
 
 import sys
 from pathlib import Path
