@@ -73,13 +73,11 @@ def test_every_stage_imports_its_own_checkouts_package_first():
     for path in sorted((ROOT / "stages").glob("*.py")):
         if path.name == "_checkout.py":
             continue
-        imports = [n for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        names = [a.name for n in imports if isinstance(n, ast.Import) for a in n.names]
-        first_rlhf = next(i for i, n in enumerate(imports)
-                          if (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).startswith("rlhf"))
-        assert "_checkout" in names, f"{path.name} does not import _checkout"
-        checkout = next(i for i, n in enumerate(imports) if isinstance(n, ast.Import) and n.names[0].name == "_checkout")
-        assert checkout < first_rlhf, f"{path.name} imports rlhf before _checkout"
+        modules = [n.names[0].name if isinstance(n, ast.Import) else n.module
+                   for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert "_checkout" in modules, f"{path.name} does not import _checkout"
+        first_rlhf = next(i for i, m in enumerate(modules) if m.split(".")[0] == "rlhf")
+        assert modules.index("_checkout") < first_rlhf, f"{path.name} imports rlhf before _checkout"
 
 
 def test_a_copy_of_the_checkout_runs_its_own_package(tmp_path):

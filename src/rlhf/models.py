@@ -66,27 +66,28 @@ def load_tokenizer(path: str | Path):
     # likelihood reward model's folder has some, for its model class only. AutoTokenizer reads the
     # folder's config first, and without that code it would warn that the model type is unknown, so
     # a likelihood reward model's config is handed to it from this package's own class.
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, config=_saved_config(Path(path)))
+    cls = likelihood_reward_class(path)
+    config = None if cls is None else cls.config_class.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, config=config)
     if tok.pad_token is None:  # many hub checkpoints ship without one
         tok.pad_token = tok.eos_token
     return tok
 
 
-def _saved_config(path: Path):
-    """The config of a likelihood reward model saved in `path`, loaded with this package's class;
-    None for any other folder or a hub id, which AutoTokenizer resolves itself."""
+def likelihood_reward_class(path: str | Path):
+    """The class of a likelihood reward model saved in `path` (`rlhf.likelihood_reward`), by its
+    config's model type; None for any other folder or a hub id."""
     import json
 
     try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        model_type = str(json.loads((Path(path) / "config.json").read_text()).get("model_type"))
     except (OSError, ValueError):
         return None
-    if not str(model_type).endswith("_likelihood_reward"):  # spares other folders the import (3-4 s)
+    if not model_type.endswith("_likelihood_reward"):  # spares other folders the import (3-4 s)
         return None
     from rlhf.likelihood_reward import SAVED
 
-    cls = SAVED.get(model_type)
-    return None if cls is None else cls.config_class.from_pretrained(str(path))
+    return SAVED.get(model_type)
 
 
 # Where the model families that transformers knows keep their dropout probabilities: GPT-2 and

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import math
 from pathlib import Path
@@ -121,9 +120,7 @@ def load(path: str | Path):
     """A reward model saved by the reward_model stage (either head)."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.likelihood_reward import SAVED
-
-    likelihood_cls = SAVED.get(json.loads((Path(path) / "config.json").read_text()).get("model_type"))
+    likelihood_cls = models.likelihood_reward_class(path)
     if likelihood_cls is not None:
         return likelihood_cls.from_pretrained(str(path), num_labels=1)
     return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
