@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -23,6 +24,11 @@ from typing import Iterator
 # A first run starts Prefect's temporary server on a fresh database; on a slow machine that took
 # longer than Prefect's 20 s default and the run failed before any stage. Set before prefect loads.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+# this checkout's src/rlhf ahead of the installed package, as every stage has it (stages/_checkout.py):
+# the flow's own code and the warm process it starts for the stages (rlhf.prefork.server) are then
+# this checkout's too, in another clone or worktree that shares a virtual environment
+runpy.run_path(str(Path(__file__).resolve().parents[1] / "stages" / "_checkout.py"))
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.futures import wait  # noqa: E402

@@ -6,8 +6,9 @@ temporary experiments (`dvc exp run --queue`, `--temp`) in a copy of the reposit
 `.dvc/tmp/exps/`, and records that copy's `src/rlhf` as the stages' dependency; without this, the
 copy's stages would import the workspace's `src/rlhf`, which is not the experiment's code when
 the experiment changed it, or when the workspace changed after the experiment was queued. The
-flow's warm process makes the same reckoning (`rlhf.prefork.other_checkout`) and leaves a stage of
-another checkout to start cold. Standard library only."""
+flow (`flows/pipeline.py`) runs this file too, and starts its warm process with the package it
+imported; that process makes the same reckoning (`rlhf.prefork.other_checkout`) and leaves a stage
+of another checkout to start cold. Standard library only."""
 
 import sys
 from pathlib import Path

@@ -95,6 +95,19 @@ def test_a_copy_of_the_checkout_runs_its_own_package(tmp_path):
     assert f"rlhf imported from {copy / 'src' / 'rlhf' / '__init__.py'}" in out.stdout
 
 
+def test_the_flow_of_another_checkout_runs_its_own_package(tmp_path):
+    """`python -m flows.pipeline` in another clone or worktree that shares this virtual environment
+    (whose editable install points here) runs that clone's src/rlhf, as its stages do."""
+    copy = tmp_path / "clone"
+    for item in ("flows", "stages", "src"):
+        shutil.copytree(ROOT / item, copy / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RLHF_PREFORK")}
+    out = subprocess.run([sys.executable, "-c", "import flows.pipeline, rlhf; print(rlhf.__file__)"], cwd=copy,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(copy / "src" / "rlhf" / "__init__.py")
+
+
 def test_only_tracking_imports_mlflow_and_only_flows_import_prefect():
     for path in list((ROOT / "src").rglob("*.py")) + list((ROOT / "stages").rglob("*.py")):
         tree = ast.parse(path.read_text())

@@ -4,6 +4,7 @@ back to running cold when the server is absent or its environment differs."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,3 +241,31 @@ def test_a_stage_from_another_checkout_runs_cold(tmp_path, server):
     out, report = run_stage(tmp_path, "exit3", path)
     assert out.returncode == 3 and report["ppid"] == os.getpid()  # ran in the process we started
     assert f"{reason}; starting cold" in out.stderr
+
+
+def test_the_server_imports_the_package_of_the_process_that_starts_it(tmp_path):
+    """The flow of another clone runs that clone's src/rlhf (flows/pipeline.py runs
+    stages/_checkout.py), so the server it starts must too, or it would refuse that clone's stages."""
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    script = tmp_path / "stages" / "stage.py"
+    script.parent.mkdir()
+    script.write_text(STAGE)
+    (tmp_path / "work").mkdir()
+    code = textwrap.dedent(f"""\
+        import os, subprocess, sys
+        sys.path.insert(0, {str(tmp_path / "src")!r})
+        from rlhf import prefork
+        env = {{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", prefork.ENV)}}
+        with prefork.server(env) as path:
+            out = subprocess.run([sys.executable, {str(script)!r}, "exit3"], cwd={str(tmp_path / "work")!r},
+                                 env={{**env, prefork.ENV: path}}, capture_output=True, text=True, timeout=300)
+        print(out.returncode, prefork.__file__, os.getpid())
+        print(out.stderr)
+        """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", prefork.ENV)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"3 {tmp_path / 'src' / 'rlhf' / 'prefork.py'}"), out.stdout
+    assert "starting cold" not in out.stdout
+    report = json.loads((tmp_path / "work" / "report.json").read_text())
+    assert report["ppid"] != int(out.stdout.split()[2])  # forked by the server, not started cold by the flow

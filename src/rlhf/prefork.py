@@ -11,7 +11,8 @@ without it, or when the server cannot take the command (gone, an environment tha
 more than the per-stage variables below, or a script from another checkout, which must import its
 own `src/rlhf`), the script goes on and runs cold, as it always does under `dvc repro`.
 
-    python -m rlhf.prefork SOCKET    # serve until SIGTERM (the flow does this)
+    python -m rlhf.prefork SOCKET    # serve until SIGTERM (the flow's `server` does this, with the
+                                     # package it imported first on sys.path)
 
 Only stdlib at module level: a stage imports this before anything heavy.
 """
@@ -332,7 +333,11 @@ def server(env: dict[str, str]) -> Iterator[str | None]:
 
     folder = tempfile.mkdtemp(prefix="rlhf-prefork-")  # short: a socket path is limited to ~100 bytes
     path = os.path.join(folder, "socket")
-    proc = subprocess.Popen([sys.executable, "-m", "rlhf.prefork", path], env=env, stdin=subprocess.DEVNULL,
+    # the package this process imported, not whichever one is installed: the stages it forks import
+    # their checkout's src/rlhf (stages/_checkout.py), and so does the flow that starts it
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = f"import sys; sys.path.insert(0, {src!r}); from rlhf import prefork; prefork.serve(sys.argv[1])"
+    proc = subprocess.Popen([sys.executable, "-c", code, path], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL)
     try:
         for _ in range(200):  # it binds before it imports: a stage started now finds it
