@@ -231,6 +231,94 @@ def test_pii_in_imported_rankings_is_scrubbed(tmp_path):
     assert "jo.doe" not in text and "4111" not in text and "0132" not in text
 
 
+# an OpenAssistant tree: two ranked levels, an unranked reply, and an email to scrub
+TREE = {"message_tree_id": "t1", "prompt": {
+    "message_id": "m1", "role": "prompter", "text": "Name a fruit for jo.doe@example.com", "replies": [
+        {"message_id": "m2", "role": "assistant", "text": "apple", "rank": 1, "replies": [
+            {"message_id": "m5", "role": "prompter", "text": "Another one?", "replies": [
+                {"message_id": "m6", "role": "assistant", "text": "pear", "rank": 0},
+                {"message_id": "m7", "role": "assistant", "text": "a rock", "rank": 1}]}]},
+        {"message_id": "m3", "role": "assistant", "text": "banana", "rank": 0},
+        {"message_id": "m4", "role": "assistant", "text": "a car", "rank": 2},
+        {"message_id": "m8", "role": "assistant", "text": "unranked"},
+        {"message_id": "m9", "role": "assistant", "text": "deleted", "rank": 3, "deleted": True}]}}
+TREE_RANKINGS = [
+    ("m1", "Name a fruit for <EMAIL>", [("a car", 2), ("apple", 1), ("banana", 0)]),
+    ("m5", "Human: Name a fruit for <EMAIL>\n\nAssistant: apple\n\nHuman: Another one?", [("a rock", 1), ("pear", 0)]),
+]
+
+
+def flat_messages(node, parent=None):
+    """A tree as oasst's flat export has it: one message per row, `parent_id` linking them."""
+    rows = [{**{k: v for k, v in node.items() if k != "replies"}, "parent_id": parent}]
+    for reply in node.get("replies", []):
+        rows += flat_messages(reply, node["message_id"])
+    return rows
+
+
+def rankings(result):
+    """(prompt_id, prompt, [(response, rank)] in the order of the responses' texts) per ranking: in
+    flat messages the replies come in the file's order."""
+    return [(r.prompt_id, r.prompt, sorted(zip(r.responses, r.ranks))) for r in result.rows.itertuples()]
+
+
+def test_message_trees_one_per_record_or_one_message_per_record(tmp_path):
+    """Every human message with 2+ ranked replies is a ranking of them, its prompt the conversation
+    so far, unranked and deleted replies left out; the same from a nested tree, and from flat
+    messages in JSONL, CSV or Parquet."""
+    nested = cmp.from_files(write_jsonl(tmp_path / "trees.jsonl", [TREE]))
+    assert nested.quarantine.empty and nested.read == 1
+    assert rankings(nested) == TREE_RANKINGS
+    rows = flat_messages(TREE["prompt"])
+    rows = rows[3:] + rows[:3]  # a reply may come before the message it answers
+    paths = [write_jsonl(tmp_path / "m.jsonl", rows), tmp_path / "m.parquet", tmp_path / "m.csv"]
+    pd.DataFrame(rows).to_parquet(paths[1], index=False)  # ranks become floats, NaN where none
+    pd.DataFrame(rows).to_csv(paths[2], index=False)      # ranks become text, empty where none
+    for path in paths:
+        flat = cmp.from_files(path)  # a deleted message is a record of its own: quarantined, and counted
+        assert flat.quarantine.reason.tolist() == ["field 'deleted': true (removed at its source)"], path
+        assert flat.read == len(rows) == 9, path
+        assert rankings(flat) == TREE_RANKINGS, path
+    assert "jo.doe" not in json.dumps(rankings(flat))
+
+
+def test_message_tree_quarantine_names_the_message_and_keeps_every_row_counted(tmp_path):
+    bad_rank = json.loads(json.dumps(TREE))
+    bad_rank["prompt"]["replies"][0]["replies"][0]["replies"][1]["rank"] = "first"
+    assistant_first = {"prompt": {"role": "assistant", "text": "hi"}}
+    unranked = {"prompt": {"role": "prompter", "text": "q", "replies": [{"role": "assistant", "text": "a"}]}}
+    one_text = {"prompt": {"role": "prompter", "text": "q", "replies": [
+        {"role": "assistant", "text": "same", "rank": 0}, {"role": "assistant", "text": " same ", "rank": 1}]}}
+    path = write_jsonl(tmp_path / "trees.jsonl", [TREE, bad_rank, assistant_first, unranked, one_text])
+    result = cmp.from_files(path)
+    got = dict(zip(result.quarantine.line, result.quarantine.reason))
+    assert got == {2: "field 'prompt.replies[0].replies[0].replies[1].rank': not an integer",
+                   3: "field 'prompt.role': expected prompter or user or human here",
+                   4: "no human message with 2 or more distinct ranked assistant replies",
+                   5: "no human message with 2 or more distinct ranked assistant replies"}
+    assert rankings(result) == TREE_RANKINGS and result.read == 5
+
+    rows = [m for m in flat_messages(TREE["prompt"]) if not m.get("deleted")] + [
+        {"message_id": "m19", "parent_id": "m3", "role": "assistant", "text": "an assistant answering one", "rank": 0},
+        {"message_id": "m10", "parent_id": "m19", "role": "prompter", "text": "below a bad message"},
+        {"message_id": "m11", "parent_id": "gone", "role": "prompter", "text": "an orphan"},
+        {"message_id": "m3", "parent_id": "m1", "role": "assistant", "text": "a second m3", "rank": 3},
+        {"message_id": "m12", "parent_id": "m1", "role": "assistant", "text": "deleted", "rank": 4, "deleted": True},
+        {"message_id": "", "parent_id": "m1", "role": "assistant", "text": "no id", "rank": 5},
+        {"message_id": "m13", "parent_id": None, "role": "prompter", "text": "a tree without a ranking"},
+    ]
+    result = cmp.from_files(write_jsonl(tmp_path / "m.jsonl", rows))
+    got = dict(zip(result.quarantine.line, result.quarantine.reason))
+    assert got == {9: "field 'role': expected prompter or user or human here",
+                   10: "field 'parent_id': no usable message 'm19' among the imported records",
+                   11: "field 'parent_id': no usable message 'gone' among the imported records",
+                   12: "field 'message_id': duplicate id 'm3'",
+                   13: "field 'deleted': true (removed at its source)",
+                   14: "field 'message_id': missing",
+                   15: "no human message with 2 or more distinct ranked assistant replies"}
+    assert rankings(result) == TREE_RANKINGS and result.read == 15  # 8 in the good tree, 7 quarantined
+
+
 # -- the stage ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,31 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert len(result.rows) == 3 and result.read == 3 + len(q) == 3 + 19  # every record counted
 
 
+def test_message_trees_give_the_first_message_and_its_best_reply(tmp_path):
+    """OpenAssistant trees, nested or one message per row: the first message and its reply of rank
+    0 (or its only reply where none is ranked); the message_id of the first message is the id."""
+    tree = {"prompt": {"message_id": "m1", "role": "prompter", "text": "Name a fruit", "replies": [
+        {"message_id": "m2", "role": "assistant", "text": "a car", "rank": 1, "replies": [
+            {"message_id": "m4", "role": "prompter", "text": "Really?", "replies": [
+                {"message_id": "m5", "role": "assistant", "text": "no", "rank": 0}]}]},
+        {"message_id": "m3", "role": "assistant", "text": "banana", "rank": 0}]}}
+    single = {"prompt": {"message_id": "s1", "role": "prompter", "text": "Say hi",
+                         "replies": [{"message_id": "s2", "role": "assistant", "text": "hi"}]}}
+    two_unranked = {"prompt": {"role": "prompter", "text": "q", "replies": [
+        {"role": "assistant", "text": "a"}, {"role": "assistant", "text": "b"}]}}
+    no_reply = {"prompt": {"role": "prompter", "text": "q"}}
+    result = demos.from_files(write_jsonl(tmp_path / "trees.jsonl", [tree, single, two_unranked, no_reply]))
+    assert result.rows.values.tolist() == [["m1", "Name a fruit", "banana"], ["s1", "Say hi", "hi"]]
+    assert result.quarantine.reason.tolist() == [
+        "field 'prompt.replies': 2 unranked replies to the first message, expected a ranked one",
+        "field 'prompt.replies': no reply to the first message"]
+    flat = [{"message_id": "m1", "parent_id": None, "role": "prompter", "text": "Name a fruit", "rank": None},
+            {"message_id": "m2", "parent_id": "m1", "role": "assistant", "text": "a car", "rank": 1},
+            {"message_id": "m3", "parent_id": "m1", "role": "assistant", "text": "banana", "rank": 0}]
+    result = demos.from_files(write_parquet(tmp_path / "flat.parquet", flat))
+    assert result.rows.values.tolist() == [["m1", "Name a fruit", "banana"]] and result.read == 3
+
+
 def test_pii_in_imports_is_scrubbed_and_text_normalised(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [
         {"prompt": "Email   jo.doe@example.com\nabout it", "response": "Sure, I wrote to jo.doe@example.com."},

@@ -22,6 +22,9 @@ Imported rankings (`comparisons.source: import`, any mix of files under `compari
   "\\n\\nHuman: ... \\n\\nAssistant: ..." conversation that they share up to the last assistant
   turn; the prompt is that shared conversation (its human turn alone when there is just one), the
   responses are the two last assistant turns.
+- message trees (OpenAssistant), one per record or one message per record (`rlhf.label_files`):
+  every human message with 2 or more ranked assistant replies is one ranking of those replies
+  (`rank`, 0 the best; unranked replies left out), its prompt the conversation up to it.
 In CSV, list fields are JSON lists in a cell. Text is normalised and PII-scrubbed, bad records are
 quarantined with file, line and reason (see `rlhf.label_files`).
 """
@@ -51,6 +54,7 @@ SPLITS = ("train", "val")
 VAL_SALT = "comparisons"  # salt of the prompt hash that sends an imported ranking to val
 LABELER_FILE = "labeler.json"  # beside the parquets: the simulated labeler's noise and the splits it ranked
 _ASSISTANT_MARK = "\n\nAssistant:"
+_TOO_FEW = "fewer than 2 distinct responses"
 
 
 class ComparisonsError(label_files.ImportFilesError):
@@ -313,16 +317,48 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
         return (rec.get("prompt"), "prompt", responses, [f"responses[{i}]" for i in range(len(responses))],
                 ranks), None
     return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks, "
-                  f"prompt/chosen/rejected, or Human/Assistant transcripts in chosen/rejected); "
+                  f"prompt/chosen/rejected, Human/Assistant transcripts in chosen/rejected, or a message tree); "
                   f"fields: {label_files.field_names(rec)}")
 
 
-def to_ranking(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None]:
-    """A ranking row (COLUMNS), or None and the reason the record is quarantined."""
+def _tree_rankings(rec: dict, file_id: str, line: int) -> tuple[list[dict] | None, str | None]:
+    """A message tree's rankings: one per human message with 2 or more ranked assistant replies
+    (unranked replies left out), its prompt the conversation up to it."""
+    turns, reason = label_files.tree_turns(rec["prompt"])
+    if turns is None:
+        return None, reason
+    rows = []
+    for n, turn in enumerate(turns):
+        ranked = [(text, rank, name) for text, rank, name in turn.replies if rank is not None]
+        if len(ranked) < 2:
+            continue
+        row, reason = _ranking_row(turn.turns, "prompt.text", [t for t, _, _ in ranked], [f for _, _, f in ranked],
+                                   [r for _, r, _ in ranked], turn.message_id or f"{file_id}:{line}:{n}")
+        if row is None and not reason.startswith(_TOO_FEW):  # replies that clean to one text rank nothing
+            return None, reason
+        rows += [row] if row else []
+    if not rows:
+        return None, "no human message with 2 or more distinct ranked assistant replies"
+    return rows, None
+
+
+def to_ranking(rec: dict, file_id: str, line: int) -> tuple[dict | list[dict] | None, str | None]:
+    """A ranking row (COLUMNS), a message tree's rows, or None and the reason the record is quarantined."""
+    if label_files.is_tree(rec):
+        return _tree_rankings(rec, file_id, line)
     shape, reason = _shape(rec)
     if shape is None:
         return None, reason
-    prompt_raw, prompt_field, responses_raw, fields, given = shape
+    prompt_id, reason = label_files.record_id(rec)
+    if reason:
+        return None, reason
+    return _ranking_row(*shape, prompt_id or f"{file_id}:{line}")
+
+
+def _ranking_row(prompt_raw: Any, prompt_field: str, responses_raw: list, fields: list[str], given: list[int],
+                 prompt_id: str) -> tuple[dict | None, str | None]:
+    """A ranking row of raw prompt and responses and their given ranks (lower is better), or the reason
+    there is none."""
     prompt, reason = _clean_prompt(prompt_raw, prompt_field)
     if prompt is None:
         return None, reason
@@ -337,11 +373,8 @@ def to_ranking(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | N
     for text, r in zip(responses, given):
         best[text] = min(best.get(text, r), r)
     if len(best) < 2:
-        return None, f"fewer than 2 distinct responses ({len(responses)} given)"
-    prompt_id, reason = label_files.record_id(rec)
-    if reason:
-        return None, reason
-    return {"prompt_id": prompt_id or f"{file_id}:{line}", "prompt": prompt, "responses": responses,
+        return None, f"{_TOO_FEW} ({len(responses)} given)"
+    return {"prompt_id": prompt_id, "prompt": prompt, "responses": responses,
             "ranks": competition_ranks([best[t] for t in responses], higher_is_better=False),
             "gold_scores": None}, None
 

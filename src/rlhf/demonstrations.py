@@ -11,7 +11,9 @@ files (JSONL, JSON arrays, CSV, Parquet, in any mix), and recognises the shape o
   first assistant turn after it (a `prompt` that is a transcript is reduced to its first human turn);
 - message lists in `messages` (OpenAI: role/content; content may be a list of text parts) or
   `conversations` (ShareGPT: from/value): the first user turn and the first assistant turn after it;
-  system messages before it are ignored.
+  system messages before it are ignored;
+- message trees (OpenAssistant), one per record or one message per record (`rlhf.label_files`):
+  the first message and its reply of rank 0, or its only reply where none is ranked.
 
 Files, records, cleaning (normalised and PII-scrubbed exactly as ingest does prompts) and the
 quarantine (file, line, reason, never the text; the stage fails when too many) are
@@ -133,9 +135,26 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
                   f"transcript in text or chosen, or messages); fields: {label_files.field_names(rec)}")
 
 
+def _from_tree(root: dict) -> tuple[tuple | None, str | None]:
+    """(prompt, its field, response, its field) of a message tree: its first message and the best
+    ranked reply to it (rank 0), or its only reply where none is ranked."""
+    turns, reason = label_files.tree_turns(root)
+    if turns is None:
+        return None, reason
+    replies = turns[0].replies  # depth first: the first message's own
+    ranked = [r for r in replies if r[1] is not None]
+    if not replies:
+        return None, "field 'prompt.replies': no reply to the first message"
+    if not ranked and len(replies) > 1:
+        return None, (f"field 'prompt.replies': {len(replies)} unranked replies to the first message, "
+                      "expected a ranked one")
+    text, _, name = min(ranked, key=lambda r: r[1]) if ranked else replies[0]
+    return (turns[0].turns[0][1], "prompt.text", text, name), None
+
+
 def to_demo(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None]:
     """A demonstration row (COLUMNS), or None and the reason the record is quarantined."""
-    shape, reason = _shape(rec)
+    shape, reason = _from_tree(rec["prompt"]) if label_files.is_tree(rec) else _shape(rec)
     if shape is None:
         return None, reason
     prompt_raw, prompt_field, response_raw, response_field = shape

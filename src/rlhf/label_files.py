@@ -2,15 +2,22 @@
 records, cleaning text, the quarantine and its gate, the val split of imports.
 
 `import_path` is one file or a folder of files (JSONL, JSON arrays, CSV, Parquet, in any mix).
-Every record becomes a row or a quarantine entry with its file, line (the element's first line in
+Every record becomes rows or a quarantine entry with its file, line (the element's first line in
 a JSON array, the row in Parquet) and reason, never its text. Text is normalised and PII-scrubbed
 exactly as ingest does prompts.
+
+Message trees (OpenAssistant's shape) come one tree per record, the first human message in
+`prompt` with its `replies` nested (oasst's `*.trees.jsonl`), or one message per record with
+`message_id`, `parent_id`, `role`, `text` and `rank` (its `*.messages.jsonl` and the parquet files
+of `OpenAssistant/oasst1`); these are put together into trees after every file is read, and a
+message that cannot be placed is quarantined on its own line. `tree_turns` walks a tree.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +154,8 @@ def clean_text(value: Any, name: str) -> tuple[str | None, str | None]:
 
 
 def record_id(rec: dict) -> tuple[str | None, str | None]:
-    """The record's own `prompt_id` or `id` (PII-scrubbed), None when it has none, or a reason."""
+    """The record's own `prompt_id` or `id`, else a message tree's first `message_id` (PII-scrubbed),
+    None when it has none, or a reason."""
     for key in ("prompt_id", "id"):
         value = rec.get(key)
         if value is None or value == "":
@@ -155,6 +163,9 @@ def record_id(rec: dict) -> tuple[str | None, str | None]:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None, f"field '{key}': wrong type {type(value).__name__}"
         return pii.scrub(str(value))[0], None
+    if is_tree(rec):
+        got, reason = record_id({"id": rec["prompt"].get("message_id")})
+        return got, reason and reason.replace("'id'", "'prompt.message_id'")
     return None, None
 
 
@@ -172,6 +183,170 @@ def first_human_turn(text: str) -> str:
     return ingest._TRANSCRIPT.search(text).group(1)
 
 
+# -- message trees ----------------------------------------------------------------------------------
+
+HUMAN_ROLES = ("prompter", "user", "human")  # oasst's "prompter" first
+ASSISTANT_ROLES = ("assistant",)
+MESSAGE_FIELDS = frozenset({"message_id", "parent_id", "role", "text"})
+
+
+@dataclass
+class TreeTurn:
+    """A human message of a tree: the conversation up to and including it as (role, text) turns
+    (roles Human and Assistant; a first message alone has role ""), its assistant replies as
+    (text, rank or None, field), in the tree's order, and its PII-scrubbed message_id, if any."""
+
+    message_id: str | None
+    turns: list[tuple[str, str]]
+    replies: list[tuple[str, int | None, str]]
+
+
+def is_tree(rec: dict) -> bool:
+    """One tree per record: the first human message in `prompt`, its replies nested."""
+    return isinstance(rec.get("prompt"), dict)
+
+
+def is_message_row(rec: dict) -> bool:
+    """One message of a tree per record."""
+    return not is_tree(rec) and MESSAGE_FIELDS <= rec.keys()
+
+
+def _rank(value: Any, prefix: str) -> tuple[int | None, str | None]:
+    """A reply's rank among its siblings (0 is the best), None where it has none; in CSV a number
+    in a cell, in a pandas-written Parquet file a float. `prefix` leads the field's name in a reason."""
+    if isinstance(value, str):  # "2", or "2.0" from a float column
+        try:
+            value = float(value) if value.strip() else None
+        except ValueError:
+            return None, f"field '{prefix}rank': not an integer"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, None
+    if isinstance(value, float) and value.is_integer():
+        return int(value), None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, None
+    return None, (f"field '{prefix}rank': not an integer" if isinstance(value, float) else
+                  f"field '{prefix}rank': wrong type {type(value).__name__}")
+
+
+def _message_problem(node: Any, name: str, human: bool) -> str | None:
+    """Why `node` cannot be a message of a tree where a human (or, `human` False, an assistant)
+    message belongs, or None."""
+    if not isinstance(node, dict):
+        return f"field '{name}': wrong type {type(node).__name__}"
+    prefix = f"{name}." if name else ""
+    roles = HUMAN_ROLES if human else ASSISTANT_ROLES
+    if str(node.get("role")).lower() not in roles:
+        return f"field '{prefix}role': expected {' or '.join(roles)} here"
+    text = node.get("text")
+    if not isinstance(text, str):
+        return f"field '{prefix}text': " + ("missing" if text is None else f"wrong type {type(text).__name__}")
+    if not text.strip():
+        return f"field '{prefix}text': empty"
+    replies = node.get("replies")
+    if replies is not None and not isinstance(replies, list):
+        return f"field '{prefix}replies': wrong type {type(replies).__name__}"
+    return _rank(node.get("rank"), prefix)[1]
+
+
+def _deleted(message: Any) -> bool:
+    """Marked deleted at its source (oasst's `deleted`; "True" in CSV)."""
+    return isinstance(message, dict) and message.get("deleted") in (True, "true", "True")
+
+
+def _scrubbed_id(value: Any) -> str | None:
+    return None if value is None or value == "" else pii.scrub(str(value))[0]
+
+
+def tree_turns(root: dict, name: str = "prompt") -> tuple[list[TreeTurn] | None, str | None]:
+    """Every human message of the tree under `root`, depth first, or the reason the tree cannot be
+    used (naming the field of the message at fault). A message is a dict with `role`, `text`,
+    optional `rank` (assistant replies), `message_id` and `replies` (a list of the other role's);
+    a reply marked `deleted` is left out with the replies below it."""
+    out: list[TreeTurn] = []
+    stack: list[tuple[Any, str, list[tuple[str, str]]]] = [(root, name, [])]
+    while stack:
+        node, path, before = stack.pop()
+        problem = _message_problem(node, path, human=True)
+        if problem:
+            return None, problem
+        turns = before + [("Human", node["text"])]
+        replies, later = [], []
+        for i, reply in enumerate(node.get("replies") or []):
+            rpath = f"{path}.replies[{i}]"
+            if _deleted(reply):
+                continue
+            problem = _message_problem(reply, rpath, human=False)
+            if problem:
+                return None, problem
+            replies.append((reply["text"], _rank(reply.get("rank"), "")[0], f"{rpath}.text"))
+            for j, follow in enumerate(reply.get("replies") or []):
+                if not _deleted(follow):
+                    later.append((follow, f"{rpath}.replies[{j}]", turns + [("Assistant", reply["text"])]))
+        message_id, problem = record_id({"id": node.get("message_id")})
+        if problem:
+            return None, problem.replace("'id'", f"'{path}.message_id'")
+        out.append(TreeTurn(message_id, turns if len(turns) > 1 else [("", turns[0][1])], replies))
+        stack.extend(reversed(later))
+    return out, None
+
+
+def message_trees(messages: list[tuple[Path, int, dict]]
+                  ) -> tuple[list[tuple[Path, int, dict, list[tuple[Path, int]]]], list[tuple[Path, int, str]]]:
+    """Message rows (file, line, record) put together into trees: (file, line, a one-tree record, the
+    (file, line) of each of its messages) per first message, and (file, line, reason) for each row
+    that has no place in one (its own fault, or its parent's)."""
+    bad: list[tuple[Path, int, str]] = []  # in the order found; `placed` and these cover every row
+    by_id: dict[str, tuple[Path, int, dict]] = {}
+    for f, line, rec in messages:
+        mid = rec.get("message_id")
+        if mid is None or mid == "" or isinstance(mid, bool) or not isinstance(mid, (str, int)):
+            bad.append((f, line, "field 'message_id': missing" if mid in (None, "") else
+                        f"field 'message_id': wrong type {type(mid).__name__}"))
+        elif str(mid) in by_id:
+            bad.append((f, line, f"field 'message_id': duplicate id {_scrubbed_id(mid)!r}"))
+        elif _deleted(rec):
+            bad.append((f, line, "field 'deleted': true (removed at its source)"))
+        else:
+            by_id[str(mid)] = (f, line, {**rec, "replies": []})
+    roots, children = [], {}
+    for mid, (f, line, node) in by_id.items():
+        parent = node.get("parent_id")
+        if parent is None or parent == "" or (isinstance(parent, float) and math.isnan(parent)):
+            roots.append(mid)
+        else:
+            children.setdefault(str(parent), []).append(mid)
+    placed: set[str] = set()
+    trees = []
+    for root in roots:
+        f, line, node = by_id[root]
+        problem = _message_problem(node, "", human=True)
+        placed.add(root)
+        if problem:
+            bad.append((f, line, problem))
+            continue
+        members, queue = [(f, line)], [(root, True)]
+        while queue:
+            mid, human = queue.pop()
+            for child in children.get(mid, []):
+                cf, cline, cnode = by_id[child]
+                problem = _message_problem(cnode, "", human=not human)
+                if problem:
+                    bad.append((cf, cline, problem))
+                    placed.add(child)  # quarantined for its own fault; its replies have no place
+                    continue
+                by_id[mid][2]["replies"].append(cnode)
+                members.append((cf, cline))
+                placed.add(child)
+                queue.append((child, not human))
+        trees.append((f, line, {"prompt": node}, members))
+    for mid, (f, line, node) in by_id.items():
+        if mid not in placed:
+            bad.append((f, line, f"field 'parent_id': no usable message {_scrubbed_id(node.get('parent_id'))!r} "
+                                  f"among the imported records"))
+    return trees, bad
+
+
 # -- all records of all files -----------------------------------------------------------------------
 
 @dataclass
@@ -179,10 +354,7 @@ class Imported:
     rows: pd.DataFrame                      # the caller's columns
     quarantine: pd.DataFrame                # file, line, reason
     files: list[str] = field(default_factory=list)
-
-    @property
-    def read(self) -> int:
-        return len(self.rows) + len(self.quarantine)
+    read: int = 0                           # records read (a message tree gives several rows, or none)
 
     @property
     def quarantine_fraction(self) -> float:
@@ -201,37 +373,58 @@ def _file_ids(files: list[Path], root: Path) -> dict[Path, str]:
             for f in files}
 
 
-def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | None, str | None]],
+def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[dict] | None, str | None]],
              columns: list[str], key: str, what: str) -> Imported:
-    """Every record of the file or folder `path` as a row (`to_row(record, file_id, line)`, which
-    returns the row or the reason it has none) or a quarantine entry. A row's `prompt_id` must be
-    unique: a repeated one is quarantined."""
+    """Every record of the file or folder `path` as rows (`to_row(record, file_id, line)`, which
+    returns a row, a message tree's rows, or the reason there are none) or a quarantine entry.
+    Message rows are put together into one-tree records (`message_trees`) after every file is
+    read, and a tree `to_row` refuses is quarantined on each of its messages' lines. A row's
+    `prompt_id` must be unique: a repeated one is quarantined."""
     files = import_files(path, key, what)
     ids = _file_ids(files, path)
     rows: list[dict] = []
     bad: dict[str, list] = {c: [] for c in QUARANTINE_SCHEMA.names}
     seen: set[str] = set()
+    messages: list[tuple[Path, int, dict]] = []
+    read = 0
+
+    def quarantine(f: Path, line: int, reason: str) -> None:
+        bad["file"].append(str(f))
+        bad["line"].append(line)
+        bad["reason"].append(reason)
+
+    def keep(f: Path, line: int, got: dict | list[dict] | None, reason: str | None,
+             members: list[tuple[Path, int]]) -> None:
+        if got is None:
+            for mf, mline in members:
+                quarantine(mf, mline, reason)
+            return
+        for row in [got] if isinstance(got, dict) else got:
+            if row["prompt_id"] in seen:
+                quarantine(f, line, f"field 'prompt_id': duplicate id {row['prompt_id']!r}")
+                continue
+            seen.add(row["prompt_id"])
+            rows.append(row)
+
     for f in files:
         try:
             for line, rec, reason in read_records(f):
-                row = None
-                if rec is not None:
-                    row, reason = to_row(rec, ids[f], line)
-                if row is not None and row["prompt_id"] in seen:
-                    row, reason = None, f"field 'prompt_id': duplicate id {row['prompt_id']!r}"
-                if row is None:
-                    bad["file"].append(str(f))
-                    bad["line"].append(line)
-                    bad["reason"].append(reason)
+                read += 1
+                if rec is not None and is_message_row(rec):
+                    messages.append((f, line, rec))
                     continue
-                seen.add(row["prompt_id"])
-                rows.append(row)
+                keep(f, line, *(to_row(rec, ids[f], line) if rec is not None else (None, reason)), [(f, line)])
         except ImportFilesError:
             raise
         except (OSError, ValueError, pa.ArrowException, csv.Error) as e:
             raise ImportFilesError(f"{f}: cannot be read as {f.suffix[1:].upper()}: {e}") from None
-    quarantine = pa.table(bad, schema=QUARANTINE_SCHEMA).to_pandas()
-    return Imported(pd.DataFrame(rows, columns=columns), quarantine, [str(f) for f in files])
+    trees, misplaced = message_trees(messages)
+    for f, line, reason in misplaced:
+        quarantine(f, line, reason)
+    for f, line, tree, members in trees:
+        keep(f, line, *to_row(tree, ids[f], line), members)
+    table = pa.table(bad, schema=QUARANTINE_SCHEMA).to_pandas().sort_values(["file", "line"], kind="stable")
+    return Imported(pd.DataFrame(rows, columns=columns), table.reset_index(drop=True), [str(f) for f in files], read)
 
 
 def empty_quarantine() -> pd.DataFrame:
