@@ -436,6 +436,7 @@ def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
     train, val = (pd.read_parquet(out / f"{s}.parquet") for s in ("train", "val"))
     assert len(train) + len(val) == 40 and 4 <= len(val) <= 18 and not set(train.prompt) & set(val.prompt)
     assert metrics["comparisons/imported"] == 40 and metrics["comparisons/quarantined"] == 1
+    assert metrics["comparisons/records_read"] == 41
     assert metrics["comparisons/train_pairs"] == len(train) and "comparisons/labeler_noise" not in metrics
     assert not [k for k in metrics if "inter_labeler" in k]  # imported ranks: no simulated labeler to compare
     assert cmp.read_labeler(out) is None

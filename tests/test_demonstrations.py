@@ -228,6 +228,7 @@ def test_quarantine_gate(tmp_path, prompts):
     assert len(pd.read_parquet(out / "quarantine.parquet")) == 2
     metrics = demos.run(cfg(source="import", import_path=str(path), max_quarantine_fraction=0.1), prompts, out)
     assert metrics["demonstrations/imported"] == 18 and metrics["demonstrations/quarantined"] == 2
+    assert metrics["demonstrations/records_read"] == 20
 
 
 def test_import_stage_outputs_and_metrics(tmp_path, prompts):
@@ -236,7 +237,7 @@ def test_import_stage_outputs_and_metrics(tmp_path, prompts):
     metrics = demos.run(cfg(source="import", import_path=str(path)), prompts, out)
     assert metrics == {"demonstrations/train": 10, "demonstrations/val": 3, "demonstrations/train_set_aside": 0,
                        "demonstrations/val_set_aside": 1, "demonstrations/imported": 10,
-                       "demonstrations/quarantined": 0}
+                       "demonstrations/quarantined": 0, "demonstrations/records_read": 10}
     train, val = pd.read_parquet(out / "train.parquet"), pd.read_parquet(out / "val.parquet")
     assert list(train.columns) == list(val.columns) == ["prompt_id", "prompt", "response"]
     assert list(val.prompt_id) == ["v0", "v1", "v2"]  # validation stays the labeler's
@@ -271,7 +272,7 @@ def test_labeler_path_unchanged(tmp_path, prompts):
         {"prompt_id": "v-odd", "reason": "labeler: no task family recognised", "split": "val"}]
     assert metrics == {"demonstrations/train": 5, "demonstrations/val": 3, "demonstrations/train_set_aside": 1,
                        "demonstrations/val_set_aside": 1, "demonstrations/imported": 0,
-                       "demonstrations/quarantined": 0}
+                       "demonstrations/quarantined": 0, "demonstrations/records_read": 0}
     assert pd.read_parquet(out / "quarantine.parquet").empty
     assert demos.run(cfg(source="labeler", max_prompts=2, prompt_share=1.0), prompts, out)["demonstrations/train"] == 2
 

@@ -434,7 +434,8 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
                                                           cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")
         if cfg.import_val_fraction > 0:
             tables["val"] = val
-        metrics.update({"comparisons/imported": len(result.rows), "comparisons/quarantined": len(quarantine)})
+        metrics.update({"comparisons/imported": len(result.rows), "comparisons/quarantined": len(quarantine),
+                        "comparisons/records_read": result.read})  # a message tree gives several rankings
     else:
         label_files.write_quarantine(quarantine, out_dir / "quarantine.parquet")
         train_prompts = rm_prompts(pd.read_parquet(prompts_dir / "train.parquet"), cfg, sft_share, seed)

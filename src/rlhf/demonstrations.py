@@ -190,13 +190,13 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     skipped: dict[str, pd.DataFrame] = {}
     empty_skip = pd.DataFrame({"prompt_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     quarantine = label_files.empty_quarantine()
-    imported = 0
+    imported = records = 0
     if cfg.source == "import":
         result = from_files(Path(cfg.import_path))
         quarantine = result.quarantine
         demos["train"], val = label_files.gate_and_split(result, "demonstrations", cfg.max_quarantine_fraction,
                                                          cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")
-        imported = len(result.rows)
+        imported, records = len(result.rows), result.read
         skipped["train"] = empty_skip
         if cfg.import_val_fraction > 0:
             demos["val"], skipped["val"] = val, empty_skip
@@ -234,4 +234,5 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
         out_dir / "set_aside.parquet", index=False)
     return {**{f"demonstrations/{s}": len(demos[s]) for s in SPLITS},
             **{f"demonstrations/{s}_set_aside": len(skipped[s]) for s in SPLITS},
-            "demonstrations/imported": imported, "demonstrations/quarantined": len(quarantine)}
+            "demonstrations/imported": imported, "demonstrations/quarantined": len(quarantine),
+            "demonstrations/records_read": records}  # imported + quarantined, but for message trees
