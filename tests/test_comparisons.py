@@ -306,6 +306,7 @@ def test_message_tree_quarantine_names_the_message_and_keeps_every_row_counted(t
         {"message_id": "m12", "parent_id": "m1", "role": "assistant", "text": "deleted", "rank": 4, "deleted": True},
         {"message_id": "", "parent_id": "m1", "role": "assistant", "text": "no id", "rank": 5},
         {"message_id": "m13", "parent_id": None, "role": "prompter", "text": "a tree without a ranking"},
+        {"message_id": ["m14"], "parent_id": "m1", "role": "assistant", "text": "a list for an id", "rank": 6},
     ]
     result = cmp.from_files(write_jsonl(tmp_path / "m.jsonl", rows))
     got = dict(zip(result.quarantine.line, result.quarantine.reason))
@@ -315,8 +316,9 @@ def test_message_tree_quarantine_names_the_message_and_keeps_every_row_counted(t
                    12: "field 'message_id': duplicate id 'm3'",
                    13: "field 'deleted': true (removed at its source)",
                    14: "field 'message_id': missing",
-                   15: "no human message with 2 or more distinct ranked assistant replies"}
-    assert rankings(result) == TREE_RANKINGS and result.read == 15  # 8 in the good tree, 7 quarantined
+                   15: "no human message with 2 or more distinct ranked assistant replies",
+                   16: "field 'message_id': wrong type list"}
+    assert rankings(result) == TREE_RANKINGS and result.read == 16  # 8 in the good tree, 8 quarantined
 
 
 # -- the stage ----------------------------------------------------------------------------------------

@@ -153,20 +153,23 @@ def clean_text(value: Any, name: str) -> tuple[str | None, str | None]:
     return pii.scrub(text)[0], None
 
 
+def _an_id(value: Any, key: str) -> tuple[str | None, str | None]:
+    """The id in field `key`, PII-scrubbed; None when it is empty; or the reason it cannot be one."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, f"field '{key}': wrong type {type(value).__name__}"
+    return pii.scrub(str(value))[0], None
+
+
 def record_id(rec: dict) -> tuple[str | None, str | None]:
     """The record's own `prompt_id` or `id`, else a message tree's first `message_id` (PII-scrubbed),
     None when it has none, or a reason."""
     for key in ("prompt_id", "id"):
-        value = rec.get(key)
-        if value is None or value == "":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return None, f"field '{key}': wrong type {type(value).__name__}"
-        return pii.scrub(str(value))[0], None
-    if is_tree(rec):
-        got, reason = record_id({"id": rec["prompt"].get("message_id")})
-        return got, reason and reason.replace("'id'", "'prompt.message_id'")
-    return None, None
+        got, reason = _an_id(rec.get(key), key)
+        if got or reason:
+            return got, reason
+    return _an_id(rec["prompt"].get("message_id"), "prompt.message_id") if is_tree(rec) else (None, None)
 
 
 def field_names(rec: dict) -> str:
@@ -254,10 +257,6 @@ def _deleted(message: Any) -> bool:
     return isinstance(message, dict) and message.get("deleted") in (True, "true", "True")
 
 
-def _scrubbed_id(value: Any) -> str | None:
-    return None if value is None or value == "" else pii.scrub(str(value))[0]
-
-
 def tree_turns(root: dict, name: str = "prompt") -> tuple[list[TreeTurn] | None, str | None]:
     """Every human message of the tree under `root`, depth first, or the reason the tree cannot be
     used (naming the field of the message at fault). A message is a dict with `role`, `text`,
@@ -283,9 +282,9 @@ def tree_turns(root: dict, name: str = "prompt") -> tuple[list[TreeTurn] | None,
             for j, follow in enumerate(reply.get("replies") or []):
                 if not _deleted(follow):
                     later.append((follow, f"{rpath}.replies[{j}]", turns + [("Assistant", reply["text"])]))
-        message_id, problem = record_id({"id": node.get("message_id")})
+        message_id, problem = _an_id(node.get("message_id"), f"{path}.message_id")
         if problem:
-            return None, problem.replace("'id'", f"'{path}.message_id'")
+            return None, problem
         out.append(TreeTurn(message_id, turns if len(turns) > 1 else [("", turns[0][1])], replies))
         stack.extend(reversed(later))
     return out, None
@@ -300,11 +299,11 @@ def message_trees(messages: list[tuple[Path, int, dict]]
     by_id: dict[str, tuple[Path, int, dict]] = {}
     for f, line, rec in messages:
         mid = rec.get("message_id")
-        if mid is None or mid == "" or isinstance(mid, bool) or not isinstance(mid, (str, int)):
-            bad.append((f, line, "field 'message_id': missing" if mid in (None, "") else
-                        f"field 'message_id': wrong type {type(mid).__name__}"))
+        shown, reason = _an_id(mid, "message_id")
+        if shown is None:
+            bad.append((f, line, reason or "field 'message_id': missing"))
         elif str(mid) in by_id:
-            bad.append((f, line, f"field 'message_id': duplicate id {_scrubbed_id(mid)!r}"))
+            bad.append((f, line, f"field 'message_id': duplicate id {shown!r}"))
         elif _deleted(rec):
             bad.append((f, line, "field 'deleted': true (removed at its source)"))
         else:
@@ -342,8 +341,8 @@ def message_trees(messages: list[tuple[Path, int, dict]]
         trees.append((f, line, {"prompt": node}, members))
     for mid, (f, line, node) in by_id.items():
         if mid not in placed:
-            bad.append((f, line, f"field 'parent_id': no usable message {_scrubbed_id(node.get('parent_id'))!r} "
-                                  f"among the imported records"))
+            parent = pii.scrub(str(node.get("parent_id")))[0]
+            bad.append((f, line, f"field 'parent_id': no usable message {parent!r} among the imported records"))
     return trees, bad
 
 
