@@ -282,6 +282,28 @@ def test_message_trees_one_per_record_or_one_message_per_record(tmp_path):
     assert "jo.doe" not in json.dumps(rankings(flat))
 
 
+def test_gzipped_files_are_read_as_their_inner_type(tmp_path):
+    """oasst ships its trees as *.trees.jsonl.gz: JSONL, JSON and CSV are read gzipped too, with the
+    same lines and ids; a file that is not gzip is an error naming it."""
+    import gzip
+
+    folder = tmp_path / "imports"
+    folder.mkdir()
+    (folder / "trees.jsonl.gz").write_bytes(gzip.compress((json.dumps(TREE) + "\n").encode()))
+    csv_text = pd.DataFrame([{"prompt": "Say hi", "chosen": "hi", "rejected": "go away"}]).to_csv(index=False)
+    (folder / "pairs.csv.gz").write_bytes(gzip.compress(csv_text.encode()))
+    (folder / "list.json.gz").write_bytes(gzip.compress(b'[{"prompt": "Q", "completions": ["a", "b"]}]'))
+    (folder / "skipped.parquet.gz").write_bytes(b"not read: Parquet compresses itself")
+    result = cmp.from_files(folder)
+    assert result.quarantine.empty and result.read == 3
+    assert sorted(result.rows.prompt_id) == ["list:1", "m1", "m5", "pairs:2"]
+    (folder / "broken.jsonl.gz").write_bytes(b"plain text")
+    with pytest.raises(label_files.ImportFilesError, match=r"broken.jsonl.gz: cannot be read as JSONL \(gzipped\)"):
+        cmp.from_files(folder)
+    with pytest.raises(label_files.ImportFilesError, match=r"unsupported file type '.parquet.gz'"):
+        cmp.from_files(folder / "skipped.parquet.gz")
+
+
 def test_message_tree_quarantine_names_the_message_and_keeps_every_row_counted(tmp_path):
     bad_rank = json.loads(json.dumps(TREE))
     bad_rank["prompt"]["replies"][0]["replies"][0]["replies"][1]["rank"] = "first"

@@ -11,6 +11,7 @@ files. Nothing is dropped silently: `Counts.check()` proves that every row read 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -19,7 +20,7 @@ import unicodedata
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -75,8 +76,18 @@ class IngestResult:
 
 # -- reading: every reader yields (line, record or None, reason or None, raw text) -------------
 
+def data_suffix(path: Path) -> str:
+    """The suffix that names a file's format: .jsonl for both x.jsonl and x.jsonl.gz."""
+    return Path(path.name.removesuffix(".gz")).suffix
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """A file's bytes, decompressed where its name ends in .gz."""
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    with path.open("rb") as f:
+    with open_bytes(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -97,7 +108,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]
 
 
 def read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    with path.open("rb") as raw:
+    with open_bytes(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.DictReader(text, restkey=_EXTRA)
         for rec in reader:
@@ -123,9 +134,9 @@ def read_parquet(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None
 
 
 def read_raw(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None, str | None, str]]:
-    if path.suffix == ".jsonl":
+    if data_suffix(path) == ".jsonl":
         return read_jsonl(path)
-    if path.suffix == ".csv":
+    if data_suffix(path) == ".csv":
         return read_csv(path)
     return read_parquet(path, chunk_rows)
 

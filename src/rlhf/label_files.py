@@ -1,7 +1,8 @@
 """Imported label files, shared by demonstrations and comparisons: finding the files, reading their
 records, cleaning text, the quarantine and its gate, the val split of imports.
 
-`import_path` is one file or a folder of files (JSONL, JSON arrays, CSV, Parquet, in any mix).
+`import_path` is one file or a folder of files (JSONL, JSON arrays, CSV, Parquet, in any mix; the
+first three also gzipped, `name.jsonl.gz`).
 Every record becomes rows or a quarantine entry with its file, line (the element's first line in
 a JSON array, the row in Parquet) and reason, never its text. Text is normalised and PII-scrubbed
 exactly as ingest does prompts.
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from rlhf import ingest, pii
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+GZIPPED = (".jsonl", ".json", ".csv")  # read gzipped too: name.jsonl.gz (oasst ships its trees so)
 QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string())])
 PARQUET_BATCH = 10_000
 # the counterpart of ingest._TRANSCRIPT: the assistant turn that follows a human turn
@@ -43,19 +45,27 @@ class ImportFilesError(RuntimeError):
 
 # -- finding and reading files: each reader yields (line, record or None, reason or None) ---------
 
+def _supported(path: Path) -> bool:
+    kind = ingest.data_suffix(path)
+    return kind in SUFFIXES and (kind in GZIPPED or not path.name.endswith(".gz"))
+
+
+def _file_types() -> str:
+    return f"{', '.join(SUFFIXES)}; {', '.join(s + '.gz' for s in GZIPPED)}"
+
+
 def import_files(path: Path, key: str, what: str) -> list[Path]:
     """The files to import: `path` itself, or every supported file under the folder `path`.
     `key` (the params key) and `what` (the kind of record) name them in errors."""
     if path.is_file():
-        if path.suffix not in SUFFIXES:
-            raise ImportFilesError(f"{path}: unsupported file type {path.suffix!r}; "
-                                   f"expected one of {', '.join(SUFFIXES)}")
+        if not _supported(path):
+            shown = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+            raise ImportFilesError(f"{path}: unsupported file type {shown!r}; expected one of {_file_types()}")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()
-                       and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*") if _supported(p) and p.is_file() and not p.name.startswith("."))
         if not files:
-            raise ImportFilesError(f"{path}: no {what} files ({', '.join(SUFFIXES)}) in this folder")
+            raise ImportFilesError(f"{path}: no {what} files ({_file_types()}) in this folder")
         return files
     raise ImportFilesError(f"{key} {str(path)!r}: no such file or folder")
 
@@ -73,7 +83,8 @@ def _has_undecodable(value: Any) -> bool:
 def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """A JSON array of records (line: where each element starts), one JSON object, or JSONL
     written to a .json file. An array broken part-way is an error: its records cannot be counted."""
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    with ingest.open_bytes(path) as f:
+        text = f.read().decode("utf-8", "surrogateescape")
     start = len(text) - len(text.lstrip())
     if not text.startswith("[", start):
         try:
@@ -134,7 +145,7 @@ def _records(raw: Iterator[tuple]) -> Iterator[tuple[int, dict | None, str | Non
 
 def read_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """Every record of one file, as (line or row, record or None, reason or None)."""
-    if path.suffix == ".json":
+    if ingest.data_suffix(path) == ".json":
         return read_json(path)
     return _records(ingest.read_raw(path, PARQUET_BATCH))  # .jsonl, .csv, .parquet
 
@@ -365,11 +376,13 @@ class Imported:
 
 
 def _file_ids(files: list[Path], root: Path) -> dict[Path, str]:
-    """The file stem, or the path under the import folder where two files share a stem."""
-    stems = [f.stem for f in files]
-    return {f: (f.stem if stems.count(f.stem) == 1 else
-                (f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else str(f.with_suffix(""))))
-            for f in files}
+    """The file stem (of a.jsonl.gz too: a), or the path under the import folder where two files
+    share a stem."""
+    stems = {f: Path(f.name.removesuffix(".gz")).stem for f in files}
+    shared = [s for s in stems.values() if list(stems.values()).count(s) > 1]
+    return {f: (stem if stem not in shared else
+                ((f.relative_to(root).parent / stem).as_posix() if root.is_dir() else str(f.parent / stem)))
+            for f, stem in stems.items()}
 
 
 def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[dict] | None, str | None]],
@@ -416,7 +429,8 @@ def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[di
         except ImportFilesError:
             raise
         except (OSError, ValueError, pa.ArrowException, csv.Error) as e:
-            raise ImportFilesError(f"{f}: cannot be read as {f.suffix[1:].upper()}: {e}") from None
+            kind = ingest.data_suffix(f)[1:].upper() + (" (gzipped)" if f.name.endswith(".gz") else "")
+            raise ImportFilesError(f"{f}: cannot be read as {kind}: {e}") from None
     trees, misplaced = message_trees(messages)
     for f, line, reason in misplaced:
         quarantine(f, line, reason)
