@@ -76,9 +76,14 @@ class IngestResult:
 
 # -- reading: every reader yields (line, record or None, reason or None, raw text) -------------
 
+def uncompressed_name(path: Path) -> Path:
+    """The file's name without a .gz: x.jsonl for both x.jsonl and x.jsonl.gz."""
+    return Path(path.name.removesuffix(".gz"))
+
+
 def data_suffix(path: Path) -> str:
     """The suffix that names a file's format: .jsonl for both x.jsonl and x.jsonl.gz."""
-    return Path(path.name.removesuffix(".gz")).suffix
+    return uncompressed_name(path).suffix
 
 
 def open_bytes(path: Path) -> BinaryIO:

@@ -378,7 +378,7 @@ class Imported:
 def _file_ids(files: list[Path], root: Path) -> dict[Path, str]:
     """The file stem (of a.jsonl.gz too: a), or the path under the import folder where two files
     share a stem."""
-    stems = {f: Path(f.name.removesuffix(".gz")).stem for f in files}
+    stems = {f: ingest.uncompressed_name(f).stem for f in files}
     shared = [s for s in stems.values() if list(stems.values()).count(s) > 1]
     return {f: (stem if stem not in shared else
                 ((f.relative_to(root).parent / stem).as_posix() if root.is_dir() else str(f.parent / stem)))

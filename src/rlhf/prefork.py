@@ -55,14 +55,16 @@ def env_difference(server_env: dict[str, str], env: dict[str, str]) -> list[str]
                   if server_env.get(k) != env.get(k) and k not in PER_STAGE and not k.startswith(PER_STAGE_PREFIXES))
 
 
+PACKAGE = os.path.dirname(os.path.abspath(__file__))  # the src/rlhf this process imported
+
+
 def other_checkout(script: str) -> str | None:
     """Why `script` may not run in this server: the `src/rlhf` beside its folder, which a stage
     imports first (stages/_checkout.py), is not the package this server imported (a DVC
     experiment's copy of the repository, another clone). None when it is, or when there is none."""
     theirs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(script))), "src", "rlhf")
-    ours = os.path.dirname(os.path.abspath(__file__))
-    if os.path.isdir(theirs) and os.path.realpath(theirs) != os.path.realpath(ours):
-        return f"the stage's checkout has its own package, {theirs}; this server imported {ours}"
+    if os.path.isdir(theirs) and os.path.realpath(theirs) != os.path.realpath(PACKAGE):
+        return f"the stage's checkout has its own package, {theirs}; this server imported {PACKAGE}"
     return None
 
 
@@ -335,7 +337,7 @@ def server(env: dict[str, str]) -> Iterator[str | None]:
     path = os.path.join(folder, "socket")
     # the package this process imported, not whichever one is installed: the stages it forks import
     # their checkout's src/rlhf (stages/_checkout.py), and so does the flow that starts it
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.dirname(PACKAGE)
     code = f"import sys; sys.path.insert(0, {src!r}); from rlhf import prefork; prefork.serve(sys.argv[1])"
     proc = subprocess.Popen([sys.executable, "-c", code, path], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL)
