@@ -3,6 +3,7 @@ conservation, scrubbing, bounded chunks."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,12 +130,66 @@ def test_jsonl_csv_parquet_in_any_mix(tmp_path):
     (tmp_path / "c.csv").write_text("prompt_id,user_id,org_id,created_at,source,prompt\n"
                                     'p5,u5,,,,"Reverse the words: red cat big"\n'
                                     "p6,u6,o1,,customer,List 3 fruits.,extra cell\n")
-    files = ingest.raw_files([tmp_path])
+    files, skipped = ingest.raw_files([tmp_path])
+    assert skipped == []
     result, splits, q = run(tmp_path, files)
     assert sorted(all_rows(splits).prompt_id) == ["p1", "p2", "p3", "p4", "p5"]
     assert list(q.reason) == ["7 fields, header has 6"] and list(q.line) == [3]
     row = all_rows(splits).set_index("prompt_id").loc["p5"]
     assert pd.isna(row.org_id) and pd.isna(row.source)  # empty CSV cells are missing values
+
+
+def test_gzipped_shards_are_read_and_other_files_are_named(tmp_path, capsys):
+    """prompts.jsonl.gz and .csv.gz are read as their inner type, with the same lines and ids; every
+    other file in the folder is skipped and named, hidden ones (.gitkeep) left out."""
+    import gzip
+
+    raw = tmp_path / "incoming"
+    (raw / "sub").mkdir(parents=True)
+    plain = write_jsonl(tmp_path / "a.jsonl", [rec(1), {"instruction": "Say hi.", "user_id": "u2"}, "{bad"])
+    (raw / "a.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    csv_text = "prompt_id,user_id,prompt\np3,u3,List 3 fruits.\n"
+    (raw / "sub" / "b.csv.gz").write_bytes(gzip.compress(csv_text.encode()))
+    pd.DataFrame([rec(4)]).to_parquet(raw / "c.parquet")
+    for name in ("notes.txt", "prompts.json", "d.parquet.gz", ".gitkeep"):
+        (raw / name).write_text("x")
+    files, skipped = ingest.raw_files([raw])
+    assert [f.relative_to(raw).as_posix() for f in files] == ["a.jsonl.gz", "c.parquet", "sub/b.csv.gz"]
+    assert sorted(f.name for f in skipped) == ["d.parquet.gz", "notes.txt", "prompts.json"]
+    _, splits, q = run(tmp_path / "gz", files)
+    assert sorted(all_rows(splits).prompt_id) == ["a:2", "p1", "p3", "p4"]  # a.jsonl.gz's line 2 is a:2
+    assert q.file.tolist() == [str(raw / "a.jsonl.gz")] and q.line.tolist() == [3]
+    _, plain_splits, _ = run(tmp_path / "plain", [plain])
+    assert sorted(all_rows(plain_splits).prompt_id) == ["a:2", "p1"]
+
+    metrics = ingest.run([raw], tmp_path / "out", tmp_path / "q", tmp_path / "reports",
+                         cfg(max_quarantine_fraction=0.5, split_tolerance=1.0))
+    assert metrics["ingest/files_read"] == 3 and metrics["ingest/files_skipped"] == 3
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert sorted(Path(f).name for f in summary["files_skipped"]) == ["d.parquet.gz", "notes.txt", "prompts.json"]
+    err = capsys.readouterr().err
+    assert "skipped 3 file(s) that are not raw prompt files" in err and "prompts.json" in err
+
+
+def test_a_file_that_cannot_be_read_fails_naming_it(tmp_path):
+    """A truncated gzip or a broken Parquet file stops the stage with the file, its format and how
+    far it was read, not a traceback; label imports say the same."""
+    import gzip
+
+    from rlhf import label_files
+
+    data = write_jsonl(tmp_path / "full.jsonl", [rec(i, user=f"u{i}") for i in range(2000)]).read_bytes()
+    packed = gzip.compress(data)
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[:len(packed) // 2])
+    with pytest.raises(ingest.IngestError, match=r"cut\.jsonl\.gz: cannot be read as JSONL \(gzipped\) "
+                                                 r"\(after line \d+\): Compressed file ended"):
+        run(tmp_path, [tmp_path / "cut.jsonl.gz"])
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ingest.IngestError, match=r"broken\.parquet: cannot be read as PARQUET \(at its start\)"):
+        run(tmp_path, [tmp_path / "broken.parquet"])
+    with pytest.raises(label_files.ImportFilesError, match=r"cut\.jsonl\.gz: cannot be read as JSONL \(gzipped\) "
+                                                           r"\(after line \d+\)"):
+        label_files.read_all(tmp_path / "cut.jsonl.gz", lambda r, f, n: (None, "unused"), [], "k", "test")
 
 
 def test_public_shapes(tmp_path):

@@ -15,8 +15,10 @@ import gzip
 import io
 import json
 import re
+import sys
 import tempfile
 import unicodedata
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ COLUMNS = ("prompt_id", "user_id", "org_id", "created_at", "source", "prompt")
 SOURCES = ("labeler", "customer")
 SPLITS = ("train", "val", "test")
 RAW_SUFFIXES = (".jsonl", ".csv", ".parquet")
+RAW_GZIPPED = (".jsonl", ".csv")  # read gzipped too (prompts.jsonl.gz); Parquet compresses itself
+# what reading a file raises when the file itself is bad (truncated or corrupt gzip, broken Parquet)
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException, csv.Error)
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()),
                                ("raw", pa.string())])
@@ -84,6 +89,38 @@ def uncompressed_name(path: Path) -> Path:
 def data_suffix(path: Path) -> str:
     """The suffix that names a file's format: .jsonl for both x.jsonl and x.jsonl.gz."""
     return uncompressed_name(path).suffix
+
+
+def is_data_file(path: Path, suffixes: tuple[str, ...], gzipped: tuple[str, ...]) -> bool:
+    """Whether `path` is a data file of one of `suffixes`, or of `gzipped` with .gz after it."""
+    kind = data_suffix(path)
+    return kind in suffixes and (kind in gzipped or not path.name.endswith(".gz"))
+
+
+def file_types(suffixes: tuple[str, ...], gzipped: tuple[str, ...]) -> str:
+    """The file types `is_data_file` accepts, for messages."""
+    return f"{', '.join(suffixes)}; {', '.join(s + '.gz' for s in gzipped)}"
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """Every file under `folder` but hidden ones (.gitkeep, editors' and downloaders' partial files),
+    in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_checked(path: Path, records: Iterator[tuple], error: type[Exception]) -> Iterator[tuple]:
+    """`records`, a reader's output for `path`, with the file failing to read (a truncated or
+    corrupt gzip, a broken Parquet file) raised as `error`, naming the file, its format and how far
+    it was read."""
+    n = 0
+    try:
+        for item in records:
+            n = item[0]
+            yield item
+    except READ_ERRORS as e:
+        kind = data_suffix(path)[1:].upper() + (" (gzipped)" if path.name.endswith(".gz") else "")
+        where = f"after {'row' if kind == 'PARQUET' else 'line'} {n}" if n else "at its start"
+        raise error(f"{path}: cannot be read as {kind} ({where}): {e}") from None
 
 
 def open_bytes(path: Path) -> BinaryIO:
@@ -146,13 +183,12 @@ def read_raw(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None, st
     return read_parquet(path, chunk_rows)
 
 
-def raw_files(folders: list[Path]) -> list[Path]:
-    """Raw prompt files under `folders`, in a stable order."""
-    files = []
-    for folder in folders:
-        if folder.exists():
-            files += sorted(p for p in folder.rglob("*") if p.suffix in RAW_SUFFIXES and p.is_file())
-    return files
+def raw_files(folders: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The raw prompt files under `folders`, in a stable order, and the other files there (which
+    ingest skips and names in its summary)."""
+    found = [p for folder in folders if folder.exists() for p in folder_files(folder)]
+    return ([p for p in found if is_data_file(p, RAW_SUFFIXES, RAW_GZIPPED)],
+            [p for p in found if not is_data_file(p, RAW_SUFFIXES, RAW_GZIPPED)])
 
 
 # -- one record to the native shape ---------------------------------------------------------------
@@ -262,7 +298,7 @@ def ingest(files: list[Path], cfg: IngestConfig, out_dir: Path, quarantine_dir: 
         # 1. stream: validate, normalise, scrub; keep small keys only
         for path in files:
             with_user = probed = 0
-            for line, rec, reason, raw in read_raw(path, cfg.chunk_rows):
+            for line, rec, reason, raw in read_checked(path, read_raw(path, cfg.chunk_rows), IngestError):
                 counts.read += 1
                 if rec is not None and probed < USER_FIELD_PROBE:
                     probed += 1
@@ -271,7 +307,7 @@ def ingest(files: list[Path], cfg: IngestConfig, out_dir: Path, quarantine_dir: 
                         _no_user_ids(path)
                 row = None
                 if rec is not None:
-                    row, reason = to_native(rec, path.stem, line, cfg)
+                    row, reason = to_native(rec, uncompressed_name(path).stem, line, cfg)
                 if row is not None:
                     prompt = normalize(row["prompt"])
                     if not prompt:
@@ -381,15 +417,20 @@ def run(raw_dirs: list[Path], out_dir: Path, quarantine_dir: Path, reports_dir: 
     Returns the stage's metrics; raises IngestError when the stage must fail."""
     from rlhf import expectations
 
-    files = raw_files(raw_dirs)
+    files, skipped = raw_files(raw_dirs)
     if not files:
-        raise IngestError(f"no raw prompt files ({', '.join(RAW_SUFFIXES)}) under "
-                          f"{', '.join(map(str, raw_dirs))}")
+        raise IngestError(f"no raw prompt files ({file_types(RAW_SUFFIXES, RAW_GZIPPED)}) under "
+                          f"{', '.join(map(str, raw_dirs))}"
+                          + (f"; skipped: {', '.join(map(str, skipped))}" if skipped else ""))
+    if skipped:
+        print(f"ingest: skipped {len(skipped)} file(s) that are not raw prompt files "
+              f"({file_types(RAW_SUFFIXES, RAW_GZIPPED)}): {', '.join(map(str, skipped))}", file=sys.stderr)
     result = ingest(files, cfg, out_dir, quarantine_dir)
     n = result.counts
     frac = n.quarantined / max(1, n.read)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"files": result.files, "rows_read": n.read, "quarantined": n.quarantined,
+    summary = {"files": result.files, "files_skipped": [str(f) for f in skipped],
+               "rows_read": n.read, "quarantined": n.quarantined,
                "duplicates_removed": n.duplicates, "capped_removed": n.capped, "rows": n.kept,
                "users": result.users, "quarantine_reasons": result.reasons}
     (reports_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -411,7 +452,8 @@ def run(raw_dirs: list[Path], out_dir: Path, quarantine_dir: Path, reports_dir: 
     if not check.success:
         raise IngestError("data checks failed (Data Docs in " + str(reports_dir / "data_docs") + "):\n  "
                           + "\n  ".join(check.failures))
-    return {"ingest/rows_read": n.read, "ingest/quarantined": n.quarantined,
+    return {"ingest/files_read": len(files), "ingest/files_skipped": len(skipped),
+            "ingest/rows_read": n.read, "ingest/quarantined": n.quarantined,
             "ingest/duplicates_removed": n.duplicates, "ingest/capped_removed": n.capped,
             **{f"ingest/rows_{s}": k for s, k in n.kept.items()},
             **{f"ingest/users_{s}": k for s, k in result.users.items()},

@@ -16,7 +16,6 @@ message that cannot be placed is quarantined on its own line. `tree_turns` walks
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -45,27 +44,19 @@ class ImportFilesError(RuntimeError):
 
 # -- finding and reading files: each reader yields (line, record or None, reason or None) ---------
 
-def _supported(path: Path) -> bool:
-    kind = ingest.data_suffix(path)
-    return kind in SUFFIXES and (kind in GZIPPED or not path.name.endswith(".gz"))
-
-
-def _file_types() -> str:
-    return f"{', '.join(SUFFIXES)}; {', '.join(s + '.gz' for s in GZIPPED)}"
-
-
 def import_files(path: Path, key: str, what: str) -> list[Path]:
     """The files to import: `path` itself, or every supported file under the folder `path`.
     `key` (the params key) and `what` (the kind of record) name them in errors."""
     if path.is_file():
-        if not _supported(path):
+        if not ingest.is_data_file(path, SUFFIXES, GZIPPED):
             shown = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-            raise ImportFilesError(f"{path}: unsupported file type {shown!r}; expected one of {_file_types()}")
+            raise ImportFilesError(f"{path}: unsupported file type {shown!r}; "
+                                   f"expected one of {ingest.file_types(SUFFIXES, GZIPPED)}")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _supported(p) and p.is_file() and not p.name.startswith("."))
+        files = [p for p in ingest.folder_files(path) if ingest.is_data_file(p, SUFFIXES, GZIPPED)]
         if not files:
-            raise ImportFilesError(f"{path}: no {what} files ({_file_types()}) in this folder")
+            raise ImportFilesError(f"{path}: no {what} files ({ingest.file_types(SUFFIXES, GZIPPED)}) in this folder")
         return files
     raise ImportFilesError(f"{key} {str(path)!r}: no such file or folder")
 
@@ -419,18 +410,12 @@ def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[di
             rows.append(row)
 
     for f in files:
-        try:
-            for line, rec, reason in read_records(f):
-                read += 1
-                if rec is not None and is_message_row(rec):
-                    messages.append((f, line, rec))
-                    continue
-                keep(f, line, *(to_row(rec, ids[f], line) if rec is not None else (None, reason)), [(f, line)])
-        except ImportFilesError:
-            raise
-        except (OSError, ValueError, pa.ArrowException, csv.Error) as e:
-            kind = ingest.data_suffix(f)[1:].upper() + (" (gzipped)" if f.name.endswith(".gz") else "")
-            raise ImportFilesError(f"{f}: cannot be read as {kind}: {e}") from None
+        for line, rec, reason in ingest.read_checked(f, read_records(f), ImportFilesError):
+            read += 1
+            if rec is not None and is_message_row(rec):
+                messages.append((f, line, rec))
+                continue
+            keep(f, line, *(to_row(rec, ids[f], line) if rec is not None else (None, reason)), [(f, line)])
     trees, misplaced = message_trees(messages)
     for f, line, reason in misplaced:
         quarantine(f, line, reason)
