@@ -1,14 +1,16 @@
 """Ingest throughput, memory and PII detection quality on generated raw prompts.
 
-    python benchmarks/ingest.py --rows 1000000
+    python benchmarks/ingest.py --rows 1000000 [--gzip]
 
 Generates that many raw prompt-log rows with the world's generator (JSONL shards, planted PII,
-ground truth), runs the ingest stage's code on them in a child process (so its peak RSS is its
-own), then measures the PII detectors against the ground truth. Prints as its last line one JSON
-object: rows, seconds, rows_per_s, peak_rss_mb, and pii precision/recall per type.
+ground truth; `--gzip` writes them as .jsonl.gz), runs the ingest stage's code on them in a child
+process (so its peak RSS is its own), then measures the PII detectors against the ground truth.
+Prints as its last line one JSON object: rows, seconds, rows_per_s, peak_rss_mb, raw_mb (the
+shards on disk), and pii precision/recall per type.
 """
 
 import argparse
+import gzip
 import json
 import multiprocessing as mp
 import random
@@ -25,10 +27,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from rlhf import config, ingest, pii, world  # noqa: E402
 
 
-def generate(folder: Path, rows: int, users: int, shards: int, seed: int) -> tuple[Path, int]:
+def generate(folder: Path, rows: int, users: int, shards: int, seed: int, gzipped: bool) -> tuple[Path, int]:
     """Raw shards plus a truth file, written chunk by chunk (bounded memory)."""
     folder.mkdir(parents=True)
-    files = [(folder / f"shard-{i:03d}.jsonl").open("w") for i in range(shards)]
+    files = [gzip.open(folder / f"shard-{i:03d}.jsonl.gz", "wt", compresslevel=6) if gzipped else
+             (folder / f"shard-{i:03d}.jsonl").open("w") for i in range(shards)]
     truth_path = folder.parent / "pii_truth.jsonl"
     n = 0
     with truth_path.open("w") as truth:
@@ -62,8 +65,8 @@ def pii_quality(raw: Path, truth_path: Path) -> dict[str, dict[str, float]]:
     planted = {t: 0 for t in pii.PII_TYPES}
     tp_detected = {t: 0 for t in pii.PII_TYPES}
     detected = {t: 0 for t in pii.PII_TYPES}
-    for shard in sorted(raw.glob("*.jsonl")):
-        for line in shard.open():
+    for shard in ingest.raw_files([raw])[0]:
+        for line in ingest.open_bytes(shard):
             r = json.loads(line)
             spans = pii.find_spans(ingest.normalize(r["prompt"]))
             gold = truth.get(r["prompt_id"], [])
@@ -84,11 +87,13 @@ def main() -> None:
     p.add_argument("--users", type=int, default=0, help="distinct users (default: rows / 40)")
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gzip", action="store_true", help="write the shards gzipped (shard-000.jsonl.gz)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        truth, n = generate(work / "raw", args.rows, args.users or max(20, args.rows // 40), args.shards, args.seed)
+        truth, n = generate(work / "raw", args.rows, args.users or max(20, args.rows // 40), args.shards, args.seed,
+                            args.gzip)
         print(f"generated {n} rows in {time.perf_counter() - start:.1f} s", flush=True)
         queue = mp.get_context("spawn").Queue()
         child = mp.get_context("spawn").Process(target=run_ingest, args=(work / "raw", work, queue))
@@ -98,8 +103,9 @@ def main() -> None:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(json.dumps(metrics), flush=True)
         quality = pii_quality(work / "raw", truth)
+        raw_mb = sum(f.stat().st_size for f in (work / "raw").iterdir()) / 2**20
     print(json.dumps({"rows": n, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
-                      "peak_rss_mb": round(peak_mb), "pii": quality}))
+                      "peak_rss_mb": round(peak_mb), "raw_mb": round(raw_mb, 1), "pii": quality}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ files (JSONL, JSON arrays, CSV, Parquet, in any mix), and recognises the shape o
   `conversations` (ShareGPT: from/value): the first user turn and the first assistant turn after it;
   system messages before it are ignored;
 - message trees (OpenAssistant), one per record or one message per record (`rlhf.label_files`):
-  the first message and its reply of rank 0, or its only reply where none is ranked.
+  the first message and its best-ranked reply (rank 0 unless that one was deleted or quarantined),
+  or its only reply where none is ranked.
 
 Files, records, cleaning (normalised and PII-scrubbed exactly as ingest does prompts) and the
 quarantine (file, line, reason, never the text; the stage fails when too many) are
@@ -137,7 +138,7 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
 
 def _from_tree(root: dict) -> tuple[tuple | None, str | None]:
     """(prompt, its field, response, its field) of a message tree: its first message and the best
-    ranked reply to it (rank 0), or its only reply where none is ranked."""
+    ranked reply to it (rank 0 unless that one is gone), or its only reply where none is ranked."""
     turns, reason = label_files.tree_turns(root)
     if turns is None:
         return None, reason
