@@ -138,6 +138,15 @@ def test_config_checks():
 
 # -- import -------------------------------------------------------------------------------------------
 
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def bot(text):
+    return {"role": "assistant", "content": text}
+
+
+SYSTEM = {"role": "system", "content": "You are helpful."}
 HH_ONE = ("\n\nHuman: What is 2 plus 2?\n\nAssistant: 4", "\n\nHuman: What is 2 plus 2?\n\nAssistant: 5")
 HH_MULTI = ("\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: apple",
             "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: a rock")
@@ -153,6 +162,19 @@ FORMATS = {
     "HH multi-turn": ({"chosen": HH_MULTI[0], "rejected": HH_MULTI[1]},
                       "Human: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit", ["apple", "a rock"], [0, 1]),
     "ranked list with a repeat": ({"prompt": "Q", "completions": ["b", "a", "b"]}, "Q", ["b", "a", "b"], [0, 2, 0]),
+    "TRL conversational": ({"prompt": [user("Say hi")], "chosen": [bot("hi")], "rejected": [bot("go away")]},
+                           "Say hi", ["hi", "go away"], [0, 1]),
+    "TRL implicit prompt, multi-turn, system message": (
+        {"chosen": [SYSTEM, user("Hi"), bot("Hello!"), user("Name a fruit"), bot("apple")],
+         "rejected": [SYSTEM, user("Hi"), bot("Hello!"), user("Name a fruit"), bot("a rock")]},
+        "Human: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit", ["apple", "a rock"], [0, 1]),
+    "UltraFeedback": ({"prompt": "Name a fruit", "chosen": [user("Name a fruit"), bot("pear")],
+                       "rejected": [user("Name a fruit"), bot("a car")], "score_chosen": 8.0, "score_rejected": 2.5},
+                      "Name a fruit", ["pear", "a car"], [0, 1]),
+    "ShareGPT sides after the prompt repeated": (
+        {"prompt": [{"from": "human", "value": "Q"}],
+         "chosen": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "a"}],
+         "rejected": [{"from": "gpt", "value": "b"}]}, "Q", ["a", "b"], [0, 1]),
 }
 
 
@@ -178,6 +200,20 @@ def test_csv_with_json_list_cells(tmp_path):
     assert [list(r) for r in result.rows.ranks] == [[1, 0], [0, 1]]
 
 
+def test_message_lists_in_csv_cells_with_text_parts(tmp_path):
+    """A conversational preference record saved to CSV keeps its message lists as JSON in a cell;
+    OpenAI content given as text parts is joined; a text that starts with "[" stays text."""
+    path = tmp_path / "r.csv"
+    parts = {"role": "assistant", "content": [{"type": "text", "text": "pe"}, {"type": "text", "text": "ar"}]}
+    pd.DataFrame([{"prompt": json.dumps([user("Name a fruit")]), "chosen": json.dumps([parts]),
+                   "rejected": json.dumps([bot("a car")])},
+                  {"prompt": "Write a list", "chosen": "[1, 2]", "rejected": "[no]"}]).to_csv(path, index=False)
+    result = cmp.from_files(path)
+    assert result.quarantine.empty, result.quarantine.to_dict("records")
+    assert [(r.prompt, list(r.responses)) for r in result.rows.itertuples()] == [
+        ("Name a fruit", ["pear", "a car"]), ("Write a list", ["[1, 2]", "[no]"])]
+
+
 def test_each_quarantine_reason_with_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", [
         {"prompt": "ok", "completions": ["a", "b"]},                                   # 1
@@ -196,6 +232,12 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
         {"chosen": HH_ONE[0], "rejected": "\n\nHuman: What is 2 plus 2?"},               # 14
         {"chosen": HH_ONE[0] + "\n\nAssistant: ", "rejected": HH_ONE[0] + "\n\nAssistant: x"},  # 15
         {"prompt": "ok", "completions": ["a", "b"], "id": "bad:1"},                      # 16
+        {"chosen": [user("q"), bot("a")], "rejected": [user("other"), bot("b")]},         # 17
+        {"chosen": [user("q"), bot("a")], "rejected": [user("q")]},                       # 18
+        {"prompt": [user("q")], "chosen": [bot("a")], "rejected": "b"},                   # 19
+        {"chosen": [bot("a")], "rejected": [bot("b")]},                                   # 20
+        {"prompt": [user("q")], "chosen": [user("other"), bot("a")], "rejected": [bot("b")]},  # 21
+        {"chosen": [user("q"), bot(3)], "rejected": [user("q"), bot("b")]},               # 22
     ])
     result = cmp.from_files(path)
     q = result.quarantine
@@ -216,19 +258,29 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert got[14] == "field 'rejected': no assistant turn"
     assert got[15] == "field 'chosen': empty"
     assert got[16] == "field 'prompt_id': duplicate id 'bad:1'"
-    assert set(got) == set(range(2, 17)) and len(result.rows) == 1 and result.read == 16
+    assert got[17] == "fields 'chosen', 'rejected': the conversations differ before the last assistant message"
+    assert got[18] == "field 'rejected': its last message is not the assistant's"
+    assert got[19] == "field 'rejected': not a message list"
+    assert got[20] == "field 'chosen': no user message before the assistant's"
+    assert got[21] == "fields 'prompt', 'chosen': the conversation in 'chosen' is not the prompt's"
+    assert got[22] == "field 'chosen[1].content': wrong type int"
+    assert set(got) == set(range(2, 23)) and len(result.rows) == 1 and result.read == 22
 
 
 def test_pii_in_imported_rankings_is_scrubbed(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [
         {"prompt": "Write to jo.doe@example.com", "completions": ["Done: jo.doe@example.com", "No"]},
         {"chosen": "\n\nHuman: My card is 4111 1111 1111 1111\n\nAssistant: ok",
-         "rejected": "\n\nHuman: My card is 4111 1111 1111 1111\n\nAssistant: call 415-555-0132"}])
+         "rejected": "\n\nHuman: My card is 4111 1111 1111 1111\n\nAssistant: call 415-555-0132"},
+        {"chosen": [user("Mail ann@example.org"), bot("ok"), user("and 10.1.2.3"), bot("sent to ann@example.org")],
+         "rejected": [user("Mail ann@example.org"), bot("ok"), user("and 10.1.2.3"), bot("no")]}])
     rows = cmp.from_files(path).rows
     assert rows.prompt[0] == "Write to <EMAIL>" and list(rows.responses[0]) == ["Done: <EMAIL>", "No"]
     assert rows.prompt[1] == "My card is <CARD>" and list(rows.responses[1]) == ["ok", "call <PHONE>"]
+    assert rows.prompt[2] == "Human: Mail <EMAIL>\n\nAssistant: ok\n\nHuman: and <IP>"
+    assert list(rows.responses[2]) == ["sent to <EMAIL>", "no"]
     text = json.dumps(rows.drop(columns="gold_scores").map(str).values.tolist())
-    assert "jo.doe" not in text and "4111" not in text and "0132" not in text
+    assert "jo.doe" not in text and "4111" not in text and "0132" not in text and "ann@" not in text
 
 
 # an OpenAssistant tree: two ranked levels, an unranked reply, and an email to scrub

@@ -66,6 +66,18 @@ SHAPES = {
                                {"role": "assistant", "content": "one two"},
                                {"role": "user", "content": "more"},
                                {"role": "assistant", "content": "three"}]}, "Count to two", "one two"),
+    "TRL conversational prompt-completion": (
+        {"prompt": [{"role": "user", "content": "Name a fruit"}],
+         "completion": [{"role": "assistant", "content": "kiwi"}]},
+        "Name a fruit", "kiwi"),
+    "TRL conversational preference": (
+        {"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Name a bird"}],
+         "chosen": [{"role": "assistant", "content": "owl"}], "rejected": [{"role": "assistant", "content": "rock"}]},
+        "Name a bird", "owl"),
+    "UltraFeedback": ({"prompt": "Name a tree", "chosen": [{"role": "user", "content": "Name a tree"},
+                                                           {"role": "assistant", "content": "oak"}],
+                       "rejected": [{"role": "user", "content": "Name a tree"}, {"role": "assistant", "content": "x"}]},
+                      "Name a tree", "oak"),
 }
 
 
@@ -144,6 +156,7 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     ])
     with path.open("ab") as f:
         f.write(b'{"prompt": "caf\xe9", "response": "x"}\n')                         # 17
+        f.write(b'{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "user", "content": "q"}]}\n')
     rows = write_csv(tmp_path / "rows.csv", [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": ""}])
     with rows.open("a") as f:
         f.write("d,e,f\n")                                                           # line 4: extra cell
@@ -169,11 +182,12 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert bad[15] == "field 'prompt_id': wrong type dict"
     assert bad[16] == "field 'prompt_id': duplicate id 'bad:1'"
     assert bad[17].startswith("undecodable bytes")
-    assert set(bad) == set(range(2, 18))
+    assert bad[18] == "fields 'prompt', 'completion': no assistant turn after the first user turn"
+    assert set(bad) == set(range(2, 19))
     assert got[("rows.csv", 3)] == "field 'response': missing"  # an empty CSV cell is missing
     assert got[("rows.csv", 4)].startswith("3 fields, header has 2")
     assert got[("t.parquet", 2)] == "field 'prompt': missing"
-    assert len(result.rows) == 3 and result.read == 3 + len(q) == 3 + 19  # every record counted
+    assert len(result.rows) == 3 and result.read == 3 + len(q) == 3 + 20  # every record counted
 
 
 def test_message_trees_give_the_first_message_and_its_best_reply(tmp_path):

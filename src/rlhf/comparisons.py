@@ -22,6 +22,10 @@ Imported rankings (`comparisons.source: import`, any mix of files under `compari
   "\\n\\nHuman: ... \\n\\nAssistant: ..." conversation that they share up to the last assistant
   turn; the prompt is that shared conversation (its human turn alone when there is just one), the
   responses are the two last assistant turns.
+- message lists (TRL's conversational preference records, UltraFeedback): `prompt` a message list
+  and `chosen`, `rejected` the assistant's message each, or `chosen` and `rejected` whole
+  conversations that share all but their last assistant message; OpenAI role/content or ShareGPT
+  from/value, system messages left out, the prompt as for transcripts.
 - message trees (OpenAssistant), one per record or one message per record (`rlhf.label_files`):
   every human message with 2 or more ranked assistant replies is one ranking of those replies
   (`rank`, 0 the best; unranked replies left out), its prompt the conversation up to it.
@@ -286,9 +290,50 @@ def _transcript_pair(rec: dict) -> tuple[tuple | None, str | None]:
             [0, 1]), None
 
 
+
+def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
+    """(prompt, [chosen, rejected]) of message lists, as TRL's conversational preference records
+    have them: `prompt` a message list and `chosen`, `rejected` the assistant's message each (alone,
+    or after the prompt's messages again); or, with the prompt implicit (a `prompt` that is text is
+    then only a copy of it, as in UltraFeedback), `chosen` and `rejected` whole conversations that
+    share all but their last assistant message."""
+    given = label_files.is_message_list(rec.get("prompt"))
+    sides = []
+    for name in ("chosen", "rejected"):
+        turns, reason = label_files.messages(rec.get(name), name)
+        if turns is None:
+            return None, reason if rec.get(name) is not None else f"field '{name}': missing"
+        if not turns or turns[-1].role != "assistant":
+            return None, f"field '{name}': its last message is not the assistant's"
+        sides.append(turns)
+    def said(turns: list) -> list[tuple]:
+        return [(m.role, m.content) for m in turns]
+
+    if given:
+        before, reason = label_files.messages(rec["prompt"], "prompt")
+        if before is None:
+            return None, reason
+        for name, side in zip(("chosen", "rejected"), sides):  # the prompt may be repeated before the answer
+            if len(side) > 1 and said(side[:-1]) != said(before):
+                return None, f"fields 'prompt', '{name}': the conversation in '{name}' is not the prompt's"
+    else:
+        before = sides[0][:-1]
+        if said(before) != said(sides[1][:-1]):
+            return None, "fields 'chosen', 'rejected': the conversations differ before the last assistant message"
+    if not before or before[-1].role != "user":
+        return None, f"field '{'prompt' if given else 'chosen'}': no user message before the assistant's"
+    # one user message is the prompt alone; a longer conversation is a Human/Assistant transcript
+    turns = ([("", before[0].content)] if len(before) == 1 else
+             [("Human" if m.role == "user" else "Assistant", m.content) for m in before])
+    return (turns, "prompt" if given else "chosen", [side[-1].content for side in sides],
+            [f"{name}[{side[-1].index}].{side[-1].key}" for name, side in zip(("chosen", "rejected"), sides)],
+            [0, 1]), None
+
 def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     """(prompt, its field, responses, their fields, ranks) in the record's shape, or a reason."""
     # a field is there when it has a value: mixed shapes in one CSV or Parquet leave the others empty
+    if label_files.is_message_list(rec.get("chosen")) or label_files.is_message_list(rec.get("rejected")):
+        return _message_pair(rec)
     if rec.get("chosen") is not None or rec.get("rejected") is not None:
         if label_files.is_transcript(rec.get("chosen")) and label_files.is_transcript(rec.get("rejected")):
             return _transcript_pair(rec)
@@ -317,7 +362,8 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
         return (rec.get("prompt"), "prompt", responses, [f"responses[{i}]" for i in range(len(responses))],
                 ranks), None
     return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks, "
-                  f"prompt/chosen/rejected, Human/Assistant transcripts in chosen/rejected, or a message tree); "
+                  "prompt/chosen/rejected, Human/Assistant transcripts or message lists in chosen/rejected, "
+                  f"or a message tree); "
                   f"fields: {label_files.field_names(rec)}")
 
 

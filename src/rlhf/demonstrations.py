@@ -10,8 +10,10 @@ files (JSONL, JSON arrays, CSV, Parquet, in any mix), and recognises the shape o
 - Human/Assistant transcripts in `text`, `chosen` or `conversation`: the first human turn and the
   first assistant turn after it (a `prompt` that is a transcript is reduced to its first human turn);
 - message lists in `messages` (OpenAI: role/content; content may be a list of text parts) or
-  `conversations` (ShareGPT: from/value): the first user turn and the first assistant turn after it;
-  system messages before it are ignored;
+  `conversations` (ShareGPT: from/value), in `chosen` (a preference record's), or a `prompt` list
+  followed by a `completion` (or `chosen`, ...) list (TRL's conversational prompt-completion and
+  preference records): the first user turn and the first assistant turn after it; system messages
+  are left out;
 - message trees (OpenAssistant), one per record or one message per record (`rlhf.label_files`):
   the first message and its best-ranked reply (rank 0 unless that one was deleted or quarantined),
   or its only reply where none is ranked.
@@ -23,7 +25,6 @@ quarantine (file, line, reason, never the text; the stage fails when too many) a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ SPLITS = ("train", "val")
 RESPONSE_FIELDS = ("response", "completion", "output", "chosen")
 TRANSCRIPT_FIELDS = ("text", "chosen", "conversation")
 VAL_SALT = "demonstrations"  # salt of the prompt hash that sends an imported record to val
-_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant"}
 
 
 class DemonstrationsError(label_files.ImportFilesError):
@@ -62,37 +62,25 @@ def from_labeler(prompts: pd.DataFrame, refusal_rate: float = 0.0,
 
 # -- one record to a demonstration ------------------------------------------------------------------
 
-def _content(message: dict, key: str) -> Any:
-    """A message's text: a string, or OpenAI-style parts [{type: text, text: ...}] joined."""
-    value = message.get(key)
-    if isinstance(value, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in value):
-        return "".join(p["text"] for p in value)
-    return value
-
-
-def _from_messages(messages: Any, name: str) -> tuple[tuple | None, str | None]:
-    """(prompt, its field, response, its field) from a message list, or a reason."""
-    if isinstance(messages, str):  # a message list in a CSV cell
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError:
-            return None, f"field '{name}': not a message list"
-    if not isinstance(messages, list):
-        return None, f"field '{name}': wrong type {type(messages).__name__}"
-    role_key, content_key = ("from", "value") if name == "conversations" else ("role", "content")
-    prompt = None
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            return None, f"field '{name}': message {i} is a {type(m).__name__}, not an object"
-        role = _ROLES.get(str(m.get(role_key)).lower())
-        if prompt is None and role == "user":
-            prompt = _content(m, content_key)
-        elif prompt is not None and role == "assistant":
-            return (prompt, f"{name}[user].{content_key}", _content(m, content_key),
-                    f"{name}[assistant].{content_key}"), None
-    if prompt is None:
-        return None, f"field '{name}': no user turn"
-    return None, f"field '{name}': no assistant turn after the first user turn"
+def _from_messages(*fields: tuple[Any, str]) -> tuple[tuple | None, str | None]:
+    """(prompt, its field, response, its field) from a message list, or from a prompt's and its
+    completion's read as one conversation (`fields`: (value, name) each): its first user message
+    and the first assistant message after it; or a reason."""
+    turns = []
+    for value, name in fields:
+        got, reason = label_files.messages(value, name)
+        if got is None:
+            return None, reason
+        turns += [(name, m) for m in got]
+    where = f"field '{fields[0][1]}'" if len(fields) == 1 else "fields " + ", ".join(f"'{n}'" for _, n in fields)
+    first = next((i for i, (_, m) in enumerate(turns) if m.role == "user"), None)
+    if first is None:
+        return None, f"{where}: no user turn"
+    reply = next((i for i, (_, m) in enumerate(turns) if m.role == "assistant" and i > first), None)
+    if reply is None:
+        return None, f"{where}: no assistant turn after the first user turn"
+    (u_name, user), (a_name, answer) = turns[first], turns[reply]
+    return (user.content, f"{u_name}[user].{user.key}", answer.content, f"{a_name}[assistant].{answer.key}"), None
 
 
 def _from_transcript(text: str, name: str) -> tuple[tuple | None, str | None]:
@@ -110,9 +98,12 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     Prompt and response may still be missing (None) or of the wrong type: `to_demo` checks them."""
     for name in ("messages", "conversations"):
         if rec.get(name) is not None:
-            return _from_messages(rec[name], name)
-    if isinstance(rec.get("chosen"), list):  # preference records whose chosen side is a message list
-        return _from_messages(rec["chosen"], "chosen")
+            return _from_messages((rec[name], name))
+    if label_files.is_message_list(rec.get("prompt")):  # TRL's conversational prompt-completion and preference
+        key = next((k for k in RESPONSE_FIELDS if label_files.is_message_list(rec.get(k))), None)
+        return _from_messages((rec["prompt"], "prompt"), *([(rec[key], key)] if key else []))
+    if label_files.is_message_list(rec.get("chosen")):  # preference records whose chosen side is a conversation
+        return _from_messages((rec["chosen"], "chosen"))
     if "instruction" in rec:
         instruction, extra = rec["instruction"], rec.get("input")
         if extra is not None and not isinstance(extra, str):
