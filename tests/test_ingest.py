@@ -203,6 +203,36 @@ def test_public_shapes(tmp_path):
     assert q.empty
 
 
+def test_message_lists_give_their_first_user_message(tmp_path):
+    """TRL's conversational prompt-only and preference records, OpenAI `messages` and ShareGPT
+    `conversations`: the prompt is the first user message; a list with none, or a user message
+    that is not text, is quarantined naming it."""
+    sys_msg = {"role": "system", "content": "Be brief."}
+    rows = [{"prompt": [sys_msg, {"role": "user", "content": "Name a fruit for ann@example.org"}], "user": "a"},
+            {"messages": [{"role": "user", "content": "Reverse: a b"}, {"role": "assistant", "content": "b a"}],
+             "user": "b"},
+            {"conversations": [{"from": "human", "value": [{"type": "text", "text": "List 3 birds."}]}], "user": "c"},
+            {"prompt_id": "uf1", "prompt": "Say hi", "chosen": [{"role": "user", "content": "not read"}], "user": "d"},
+            {"chosen": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "4"}],
+             "user": "e"},
+            {"prompt": [sys_msg], "user": "f"},
+            {"messages": [{"role": "user", "content": 7}], "user": "g"},
+            {"messages": [{"role": "user", "content": "  "}], "user": "h"}]
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    _, splits, q = run(tmp_path, [path], user_id_field="user")
+    got = all_rows(splits).set_index("prompt_id").prompt.to_dict()
+    assert got == {"chat:1": "Name a fruit for <EMAIL>", "chat:2": "Reverse: a b", "chat:3": "List 3 birds.",
+                   "uf1": "Say hi", "chat:5": "What is 2 plus 2?"}
+    assert dict(zip(q.line, q.reason)) == {6: "field 'prompt': no user message",
+                                           7: "field 'messages[0].content': wrong type int",
+                                           8: "field 'messages[0].content': empty"}
+    csv_path = tmp_path / "chat.csv"
+    pd.DataFrame([{"prompt": json.dumps([{"role": "user", "content": "Name a tree"}]), "user_id": "u"}]).to_csv(
+        csv_path, index=False)
+    _, splits, _ = run(tmp_path / "csv", [csv_path])
+    assert all_rows(splits).prompt.tolist() == ["Name a tree"]
+
+
 def test_file_without_user_ids_is_a_clear_error(tmp_path):
     path = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": f"Do {i}.", "output": "ok"} for i in range(5)])
     with pytest.raises(ingest.IngestError, match=r"alpaca\.jsonl: no record has a 'user_id' field.*user_id_field"):

@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf import label_files
+from rlhf import label_files, messages
 from rlhf.config import ComparisonsConfig
 from rlhf.hashing import prompt_role_mask, unit_hash
 from rlhf.train import set_seed
@@ -297,10 +297,10 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
     or after the prompt's messages again); or, with the prompt implicit (a `prompt` that is text is
     then only a copy of it, as in UltraFeedback), `chosen` and `rejected` whole conversations that
     share all but their last assistant message."""
-    given = label_files.is_message_list(rec.get("prompt"))
+    given = messages.is_list(rec.get("prompt"))
     sides = []
     for name in ("chosen", "rejected"):
-        turns, reason = label_files.messages(rec.get(name), name)
+        turns, reason = messages.read(rec.get(name), name)
         if turns is None:
             return None, reason if rec.get(name) is not None else f"field '{name}': missing"
         if not turns or turns[-1].role != "assistant":
@@ -310,7 +310,7 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
         return [(m.role, m.content) for m in turns]
 
     if given:
-        before, reason = label_files.messages(rec["prompt"], "prompt")
+        before, reason = messages.read(rec["prompt"], "prompt")
         if before is None:
             return None, reason
         for name, side in zip(("chosen", "rejected"), sides):  # the prompt may be repeated before the answer
@@ -332,7 +332,7 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
 def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     """(prompt, its field, responses, their fields, ranks) in the record's shape, or a reason."""
     # a field is there when it has a value: mixed shapes in one CSV or Parquet leave the others empty
-    if label_files.is_message_list(rec.get("chosen")) or label_files.is_message_list(rec.get("rejected")):
+    if messages.is_list(rec.get("chosen")) or messages.is_list(rec.get("rejected")):
         return _message_pair(rec)
     if rec.get("chosen") is not None or rec.get("rejected") is not None:
         if label_files.is_transcript(rec.get("chosen")) and label_files.is_transcript(rec.get("rejected")):

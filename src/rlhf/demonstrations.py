@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from rlhf import ingest, label_files, world
+from rlhf import ingest, label_files, messages, world
 from rlhf.hashing import prompt_role_mask
 from rlhf.config import DemonstrationsConfig
 
@@ -68,7 +68,7 @@ def _from_messages(*fields: tuple[Any, str]) -> tuple[tuple | None, str | None]:
     and the first assistant message after it; or a reason."""
     turns = []
     for value, name in fields:
-        got, reason = label_files.messages(value, name)
+        got, reason = messages.read(value, name)
         if got is None:
             return None, reason
         turns += [(name, m) for m in got]
@@ -99,10 +99,10 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     for name in ("messages", "conversations"):
         if rec.get(name) is not None:
             return _from_messages((rec[name], name))
-    if label_files.is_message_list(rec.get("prompt")):  # TRL's conversational prompt-completion and preference
-        key = next((k for k in RESPONSE_FIELDS if label_files.is_message_list(rec.get(k))), None)
+    if messages.is_list(rec.get("prompt")):  # TRL's conversational prompt-completion and preference
+        key = next((k for k in RESPONSE_FIELDS if messages.is_list(rec.get(k))), None)
         return _from_messages((rec["prompt"], "prompt"), *([(rec[key], key)] if key else []))
-    if label_files.is_message_list(rec.get("chosen")):  # preference records whose chosen side is a conversation
+    if messages.is_list(rec.get("chosen")):  # preference records whose chosen side is a conversation
         return _from_messages((rec["chosen"], "chosen"))
     if "instruction" in rec:
         instruction, extra = rec["instruction"], rec.get("input")

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf import pii
+from rlhf import messages, pii
 from rlhf.hashing import unit_hash
 from rlhf.config import IngestConfig
 
@@ -194,14 +194,28 @@ def raw_files(folders: list[Path]) -> tuple[list[Path], list[Path]]:
 # -- one record to the native shape ---------------------------------------------------------------
 
 def to_native(rec: dict, file_id: str, line: int, cfg: IngestConfig) -> tuple[dict | None, str | None]:
-    """A native row (COLUMNS, prompt not yet normalised) from a native, instruction/input/output or
-    Human/Assistant transcript record; or None and the reason it is quarantined."""
+    """A native row (COLUMNS, prompt not yet normalised) from a native, instruction/input/output,
+    Human/Assistant transcript or message-list record (its first user message); or None and the
+    reason it is quarantined."""
     if cfg.field_map:
         rec = {cfg.field_map.get(k, k): v for k, v in rec.items()}
     if cfg.user_id_field and rec.get("user_id") is None:
         rec["user_id"] = rec.get(cfg.user_id_field)
     derived_id = False
-    if rec.get("prompt") is None:
+    # message lists: TRL's conversational prompt-only and preference records, OpenAI and ShareGPT chats
+    listed = next((k for k in ("prompt", "messages", "conversations", "chosen") if messages.is_list(rec.get(k))
+                   and (k == "prompt" or rec.get("prompt") is None)), None)
+    if listed:
+        turns, reason = messages.read(rec[listed], listed)
+        first = next((m for m in turns or [] if m.role == "user"), None)
+        if first is None:
+            return None, reason or f"field '{listed}': no user message"
+        if not isinstance(first.content, str) or not first.content.strip():
+            problem = "empty" if isinstance(first.content, str) else f"wrong type {type(first.content).__name__}"
+            return None, f"field '{listed}[{first.index}].{first.key}': {problem}"
+        rec["prompt"] = first.content
+        derived_id = True
+    elif rec.get("prompt") is None:
         if isinstance(rec.get("instruction"), str):
             extra = rec.get("input")
             rec["prompt"] = rec["instruction"] + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
