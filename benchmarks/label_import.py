@@ -1,16 +1,17 @@
-"""Import speed of rankings and demonstrations from OpenAssistant-shaped message trees and HH pairs.
+"""Import speed of rankings and demonstrations from OpenAssistant-shaped message trees, HH pairs and
+UltraFeedback records.
 
     python benchmarks/label_import.py --trees 2000
 
 Writes, in a temporary folder, `--trees` message trees shaped like oasst1's (a first message, 3
 ranked assistant replies, a human turn after each with 2 ranked replies: 13 messages and 4 rankings
 per tree, a few words of text each, one tree in `--bad-every` with a deleted reply and one with a
-rank that is not an integer) in the three ways oasst ships them, and as many Anthropic HH
-chosen/rejected pairs, then times what `comparisons` and `demonstrations` do with each file
-(`comparisons.from_files`, `demonstrations.from_files`: reading, assembling the trees, PII
-scrubbing, quarantine). Prints one line per file, and as its last line one JSON object with, per
-file, its size on disk, records read, rankings (or demonstrations) kept, rows quarantined, seconds
-and records per second.
+rank that is not an integer) in the three ways oasst ships them, and 4 times as many Anthropic HH
+chosen/rejected pairs and UltraFeedback records (TRL's conversational preference), then times what
+`comparisons` and `demonstrations` do with each file (`comparisons.from_files`,
+`demonstrations.from_files`: reading, assembling the trees, PII scrubbing, quarantine). Prints one
+line per file, and as its last line one JSON object with, per file, its size on disk, records read,
+rankings (or demonstrations) kept, rows quarantined, seconds and records per second.
 """
 
 import argparse
@@ -72,19 +73,28 @@ def hh_pair(rng: random.Random) -> dict:
     return {"chosen": f"{convo} {text(rng, 50)}", "rejected": f"{convo} {text(rng, 50)}"}
 
 
+def ultrafeedback(rng: random.Random) -> dict:
+    """A record of UltraFeedback's binarized sets: TRL's conversational preference, implicit prompt."""
+    question = text(rng, 25)
+    side = lambda: [{"role": "user", "content": question}, {"role": "assistant", "content": text(rng, 120)}]  # noqa: E731
+    return {"prompt": question, "chosen": side(), "rejected": side(), "score_chosen": 8.0, "score_rejected": 4.0}
+
+
 def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str, Path]:
     rng = random.Random(seed)
     nested = [tree(rng, t, None if t % bad_every else ("deleted", "rank")[(t // bad_every) % 2]) for t in range(trees)]
     messages = [m for t in nested for m in flat(t["prompt"])]
     random.Random(seed + 1).shuffle(messages)  # a tree's messages anywhere in the file, as in the hub's files
     paths = {"trees.jsonl.gz": folder / "oasst.trees.jsonl.gz", "messages.jsonl.gz": folder / "oasst.messages.jsonl.gz",
-             "messages.parquet": folder / "oasst.messages.parquet", "hh.jsonl": folder / "hh.jsonl"}
+             "messages.parquet": folder / "oasst.messages.parquet", "hh.jsonl": folder / "hh.jsonl",
+             "ultrafeedback.parquet": folder / "ultrafeedback.parquet"}
     with gzip.open(paths["trees.jsonl.gz"], "wt", compresslevel=6) as f:
         f.writelines(json.dumps(t) + "\n" for t in nested)
     with gzip.open(paths["messages.jsonl.gz"], "wt", compresslevel=6) as f:
         f.writelines(json.dumps(m) + "\n" for m in messages)
     pd.DataFrame(messages).to_parquet(paths["messages.parquet"], index=False)
     paths["hh.jsonl"].write_text("".join(json.dumps(hh_pair(rng)) + "\n" for _ in range(4 * trees)))
+    pd.DataFrame([ultrafeedback(rng) for _ in range(4 * trees)]).to_parquet(paths["ultrafeedback.parquet"], index=False)
     return paths
 
 
