@@ -253,14 +253,18 @@ def _split_last_turn(text: str) -> tuple[str, str] | None:
     return text[:cut], text[cut + len(_ASSISTANT_MARK):]
 
 
-def _conversation_prompt(prefix: str) -> list[tuple[str, str]]:
-    """A conversation before its last assistant turn, as the prompt's (role, text) turns; a single
+def _prompt_turns(turns: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A conversation before its last assistant turn as the prompt's (role, text) turns: a single
     human turn is the prompt alone (role "")."""
-    parts = re.split(r"(?:^|\n\n)(Human|Assistant):", prefix)
-    turns = ([("", parts[0])] if parts[0].strip() else []) + list(zip(parts[1::2], parts[2::2]))
     if len(turns) == 1 and turns[0][0] in ("", "Human"):
         return [("", turns[0][1])]
     return turns
+
+
+def _conversation_prompt(prefix: str) -> list[tuple[str, str]]:
+    """The prompt's turns of a Human/Assistant transcript before its last assistant turn."""
+    parts = re.split(r"(?:^|\n\n)(Human|Assistant):", prefix)
+    return _prompt_turns(([("", parts[0])] if parts[0].strip() else []) + list(zip(parts[1::2], parts[2::2])))
 
 
 def _clean_prompt(turns: list[tuple[str, str]] | Any, name: str) -> tuple[str | None, str | None]:
@@ -290,7 +294,6 @@ def _transcript_pair(rec: dict) -> tuple[tuple | None, str | None]:
             [0, 1]), None
 
 
-
 def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
     """(prompt, [chosen, rejected]) of message lists, as TRL's conversational preference records
     have them: `prompt` a message list and `chosen`, `rejected` the assistant's message each (alone,
@@ -306,6 +309,7 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
         if not turns or turns[-1].role != "assistant":
             return None, f"field '{name}': its last message is not the assistant's"
         sides.append(turns)
+
     def said(turns: list) -> list[tuple]:
         return [(m.role, m.content) for m in turns]
 
@@ -322,12 +326,11 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
             return None, "fields 'chosen', 'rejected': the conversations differ before the last assistant message"
     if not before or before[-1].role != "user":
         return None, f"field '{'prompt' if given else 'chosen'}': no user message before the assistant's"
-    # one user message is the prompt alone; a longer conversation is a Human/Assistant transcript
-    turns = ([("", before[0].content)] if len(before) == 1 else
-             [("Human" if m.role == "user" else "Assistant", m.content) for m in before])
+    turns = _prompt_turns([("Human" if m.role == "user" else "Assistant", m.content) for m in before])
     return (turns, "prompt" if given else "chosen", [side[-1].content for side in sides],
             [f"{name}[{side[-1].index}].{side[-1].key}" for name, side in zip(("chosen", "rejected"), sides)],
             [0, 1]), None
+
 
 def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     """(prompt, its field, responses, their fields, ranks) in the record's shape, or a reason."""
