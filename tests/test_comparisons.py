@@ -519,6 +519,26 @@ def test_import_stage_with_val_fraction_and_the_gate(world, tmp_path):
     assert val.gold_scores.isna().all()
 
 
+def test_import_field_map_renames_fields_before_the_shape_is_read(world, tmp_path):
+    """StackExchange-paired rows (question, response_j better than response_k), as TRL's StackLLaMA
+    example reads them, import once `import_field_map` names their fields; without it they are
+    quarantined with the fields they have."""
+    rows = [{"qid": i, "question": f"Question {i}", "response_j": f"good {i}", "response_k": f"bad {i}"}
+            for i in range(20)]
+    path = write_jsonl(tmp_path / "se.jsonl", rows)
+    plain = cmp.from_files(path)
+    assert plain.rows.empty and plain.quarantine.reason.str.startswith("no recognisable shape").all()
+    mapping = {"question": "prompt", "response_j": "chosen", "response_k": "rejected"}
+    c = cfg(source="import", import_path=str(path), import_val_fraction=0.25, import_field_map=mapping)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / cmp.LABELER_FILE).write_text('{"noise": 0.2, "splits": ["train", "val"]}')
+    metrics = cmp.run(c, 0.5, world / "nope", world / "prompts", tmp_path / "out", seed=0, device="cpu")
+    got = pd.concat([pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in ("train", "val")])
+    assert metrics["comparisons/imported"] == 20 and metrics["comparisons/quarantined"] == 0
+    assert sorted((r.prompt, tuple(r.responses), tuple(r.ranks)) for r in got.itertuples()) == sorted(
+        (f"Question {i}", (f"good {i}", f"bad {i}"), (0, 1)) for i in range(20))
+
+
 def test_import_stage_without_val_fraction_has_the_labeler_rank_val_prompts(world, tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
     c = cfg(source="import", import_path=str(path), k_min=3, k_max=3, max_new_tokens=4, max_val_prompts=5)

@@ -259,6 +259,15 @@ def test_import_stage_outputs_and_metrics(tmp_path, prompts):
     assert pd.read_parquet(out / "quarantine.parquet").empty
 
 
+def test_import_field_map_renames_fields_before_the_shape_is_read(tmp_path, prompts):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"Question {i}", "answer": f"a{i}"} for i in range(4)])
+    assert demos.from_files(path).rows.empty
+    out = tmp_path / "sft"
+    c = cfg(source="import", import_path=str(path), import_field_map={"question": "prompt", "answer": "response"})
+    assert demos.run(c, prompts, out)["demonstrations/imported"] == 4
+    assert pd.read_parquet(out / "train.parquet").response.tolist() == ["a0", "a1", "a2", "a3"]
+
+
 def test_import_val_fraction_is_deterministic_by_prompt(tmp_path, prompts):
     rows = [{"prompt": f"Question number {i}", "response": "a"} for i in range(200)]
     a = write_jsonl(tmp_path / "a.jsonl", rows)

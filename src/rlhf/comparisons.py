@@ -428,9 +428,10 @@ def _ranking_row(prompt_raw: Any, prompt_field: str, responses_raw: list, fields
             "gold_scores": None}, None
 
 
-def from_files(path: Path) -> label_files.Imported:
-    """Every record of the file or folder `path` as a ranking or a quarantine row."""
-    return label_files.read_all(path, to_ranking, COLUMNS, "comparisons.import_path", "ranking")
+def from_files(path: Path, field_map: dict[str, str] | None = None) -> label_files.Imported:
+    """Every record of the file or folder `path`, its fields renamed by `field_map`, as a ranking or
+    a quarantine row."""
+    return label_files.read_all(path, to_ranking, COLUMNS, "comparisons.import_path", "ranking", field_map)
 
 
 # -- the stage --------------------------------------------------------------------------------------
@@ -477,7 +478,7 @@ def run(cfg: ComparisonsConfig, sft_share: float, sft_path: Path, prompts_dir: P
         return sample_and_score(model, tokenizer, prompts, cfg, rngs[split])
 
     if cfg.source == "import":
-        result = from_files(Path(cfg.import_path))
+        result = from_files(Path(cfg.import_path), cfg.import_field_map)
         quarantine = result.quarantine
         tables["train"], val = label_files.gate_and_split(result, "comparisons", cfg.max_quarantine_fraction,
                                                           cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")

@@ -150,6 +150,8 @@ class DemonstrationsConfig:
     """The stage fails when more than this share of imported records is quarantined."""
     import_val_fraction: float
     """Share of imported records (by a hash of the prompt) used for validation; 0: the labeler's val set."""
+    import_field_map: dict[str, str]
+    """Renames applied to every imported record's top-level fields first, e.g. {question: prompt, answer: response}."""
     refusal_rate: float
     """Share of prompts the simulated demonstrators refuse instead of answering (`world.demonstrators`)."""
     sign_off_rate: float
@@ -237,6 +239,8 @@ class ComparisonsConfig:
     """File or folder of rankings (JSONL, JSON, CSV, Parquet) read when `source` is `import`; a DVC dep either way."""
     import_val_fraction: float
     """Share of imported rankings (by a hash of the prompt) used for validation; 0: the labeler ranks val prompts."""
+    import_field_map: dict[str, str]
+    """Renames of imported records' top-level fields, applied first: {response_j: chosen, response_k: rejected}."""
     max_quarantine_fraction: float
     """The stage fails when more than this share of imported records is quarantined."""
 

@@ -164,9 +164,10 @@ def to_demo(rec: dict, file_id: str, line: int) -> tuple[dict | None, str | None
 
 # -- import -----------------------------------------------------------------------------------------
 
-def from_files(path: Path) -> label_files.Imported:
-    """Every record of the file or folder `path` as a demonstration or a quarantine row."""
-    return label_files.read_all(path, to_demo, COLUMNS, "demonstrations.import_path", "demonstration")
+def from_files(path: Path, field_map: dict[str, str] | None = None) -> label_files.Imported:
+    """Every record of the file or folder `path`, its fields renamed by `field_map`, as a
+    demonstration or a quarantine row."""
+    return label_files.read_all(path, to_demo, COLUMNS, "demonstrations.import_path", "demonstration", field_map)
 
 
 # -- the stage ----------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def run(cfg: DemonstrationsConfig, prompts_dir: Path, out_dir: Path) -> dict[str
     quarantine = label_files.empty_quarantine()
     imported = records = 0
     if cfg.source == "import":
-        result = from_files(Path(cfg.import_path))
+        result = from_files(Path(cfg.import_path), cfg.import_field_map)
         quarantine = result.quarantine
         demos["train"], val = label_files.gate_and_split(result, "demonstrations", cfg.max_quarantine_fraction,
                                                          cfg.import_val_fraction, VAL_SALT, out_dir / "quarantine.parquet")

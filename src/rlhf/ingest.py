@@ -193,12 +193,16 @@ def raw_files(folders: list[Path]) -> tuple[list[Path], list[Path]]:
 
 # -- one record to the native shape ---------------------------------------------------------------
 
+def renamed(rec: dict, field_map: dict[str, str]) -> dict:
+    """`rec` with its top-level fields renamed by `field_map` (ingest.field_map, import_field_map)."""
+    return {field_map.get(k, k): v for k, v in rec.items()} if field_map else rec
+
+
 def to_native(rec: dict, file_id: str, line: int, cfg: IngestConfig) -> tuple[dict | None, str | None]:
     """A native row (COLUMNS, prompt not yet normalised) from a native, instruction/input/output,
     Human/Assistant transcript or message-list record (its first user message); or None and the
     reason it is quarantined."""
-    if cfg.field_map:
-        rec = {cfg.field_map.get(k, k): v for k, v in rec.items()}
+    rec = renamed(rec, cfg.field_map)
     if cfg.user_id_field and rec.get("user_id") is None:
         rec["user_id"] = rec.get(cfg.user_id_field)
     derived_id = False

@@ -377,9 +377,10 @@ def _file_ids(files: list[Path], root: Path) -> dict[Path, str]:
 
 
 def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[dict] | None, str | None]],
-             columns: list[str], key: str, what: str) -> Imported:
-    """Every record of the file or folder `path` as rows (`to_row(record, file_id, line)`, which
-    returns a row, a message tree's rows, or the reason there are none) or a quarantine entry.
+             columns: list[str], key: str, what: str, field_map: dict[str, str] | None = None) -> Imported:
+    """Every record of the file or folder `path`, its fields renamed by `field_map`, as rows
+    (`to_row(record, file_id, line)`, which returns a row, a message tree's rows, or the reason
+    there are none) or a quarantine entry.
     Message rows are put together into one-tree records (`message_trees`) after every file is
     read, and a tree `to_row` refuses is quarantined on each of its messages' lines. A row's
     `prompt_id` must be unique: a repeated one is quarantined."""
@@ -412,6 +413,7 @@ def read_all(path: Path, to_row: Callable[[dict, str, int], tuple[dict | list[di
     for f in files:
         for line, rec, reason in ingest.read_checked(f, read_records(f), ImportFilesError):
             read += 1
+            rec = ingest.renamed(rec, field_map) if rec is not None else None
             if rec is not None and is_message_row(rec):
                 messages.append((f, line, rec))
                 continue
