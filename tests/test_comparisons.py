@@ -155,6 +155,8 @@ FORMATS = {
                     "Name a fruit", ["apple", "pear", "rock"], [0, 1, 2]),
     "responses and ranks": ({"prompt": "Name a fruit", "responses": ["rock", "apple", "pear", "plum"],
                              "ranks": [4, 1, 2, 2]}, "Name a fruit", ["rock", "apple", "pear", "plum"], [3, 0, 1, 1]),
+    "responses and scores": ({"prompt": "Rate", "responses": ["ok", "great", "bad", "fine"],
+                              "scores": [7, 9.5, 2, 7.0]}, "Rate", ["ok", "great", "bad", "fine"], [1, 0, 3, 1]),
     "chosen/rejected": ({"prompt": "Say hi", "chosen": "hi", "rejected": "go away"}, "Say hi", ["hi", "go away"], [0, 1]),
     "prompt as a transcript": ({"prompt": "\n\nHuman: Say hi\n\nAssistant:", "chosen": " hi", "rejected": "no"},
                                "Say hi", ["hi", "no"], [0, 1]),
@@ -238,6 +240,9 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
         {"chosen": [bot("a")], "rejected": [bot("b")]},                                   # 20
         {"prompt": [user("q")], "chosen": [user("other"), bot("a")], "rejected": [bot("b")]},  # 21
         {"chosen": [user("q"), bot(3)], "rejected": [user("q"), bot("b")]},               # 22
+        {"prompt": "q", "responses": ["a", "b"], "scores": [1.5, "2"]},                   # 23
+        {"prompt": "q", "responses": ["a", "b"], "scores": [1.5, float("nan")]},          # 24
+        {"prompt": "q", "responses": ["a", "b"], "scores": [1]},                          # 25
     ])
     result = cmp.from_files(path)
     q = result.quarantine
@@ -264,7 +269,10 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert got[20] == "field 'chosen': no user message before the assistant's"
     assert got[21] == "fields 'prompt', 'chosen': the conversation in 'chosen' is not the prompt's"
     assert got[22] == "field 'chosen[1].content': wrong type int"
-    assert set(got) == set(range(2, 23)) and len(result.rows) == 1 and result.read == 22
+    assert got[23] == "field 'scores[1]': wrong type str"
+    assert got[24] == "field 'scores[1]': not a number"
+    assert got[25] == "field 'scores': 1 scores for 2 responses"
+    assert set(got) == set(range(2, 26)) and len(result.rows) == 1 and result.read == 25
 
 
 def test_pii_in_imported_rankings_is_scrubbed(tmp_path):

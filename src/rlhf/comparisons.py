@@ -16,7 +16,8 @@ the labeler. Ranks are competition ranks: 0 is the best, tied responses share th
 
 Imported rankings (`comparisons.source: import`, any mix of files under `comparisons.import_path`):
 - ranked lists: `prompt` and `completions` ordered best to worst, or `prompt`, `responses` and
-  `ranks` (integers, lower is better, equal ranks are ties);
+  `ranks` (integers, lower is better, equal ranks are ties) or `scores` (numbers, higher is better,
+  as ratings come: equal scores tie);
 - chosen/rejected pairs: `prompt`, `chosen`, `rejected` (K = 2);
 - Human/Assistant transcripts (Anthropic HH): `chosen` and `rejected` each a whole
   "\\n\\nHuman: ... \\n\\nAssistant: ..." conversation that they share up to the last assistant
@@ -354,17 +355,21 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
         responses, reason = _as_list(rec["responses"], "responses")
         if reason:
             return None, reason
-        ranks, reason = _as_list(rec.get("ranks"), "ranks")
+        key = "scores" if rec.get("ranks") is None and rec.get("scores") is not None else "ranks"
+        given, reason = _as_list(rec.get(key), key)
         if reason:
             return None, reason
-        if len(ranks) != len(responses):
-            return None, f"field 'ranks': {len(ranks)} ranks for {len(responses)} responses"
-        for i, r in enumerate(ranks):
-            if isinstance(r, bool) or not isinstance(r, int):
-                return None, f"field 'ranks[{i}]': wrong type {type(r).__name__}"
+        if len(given) != len(responses):
+            return None, f"field '{key}': {len(given)} {key} for {len(responses)} responses"
+        for i, r in enumerate(given):
+            if isinstance(r, bool) or not isinstance(r, int if key == "ranks" else (int, float)):
+                return None, f"field '{key}[{i}]': wrong type {type(r).__name__}"
+            if isinstance(r, float) and math.isnan(r):
+                return None, f"field '{key}[{i}]': not a number"
+        ranks = given if key == "ranks" else competition_ranks(given)  # scores: higher is better
         return (rec.get("prompt"), "prompt", responses, [f"responses[{i}]" for i in range(len(responses))],
                 ranks), None
-    return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks, "
+    return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks or scores, "
                   "prompt/chosen/rejected, Human/Assistant transcripts or message lists in chosen/rejected, "
                   f"or a message tree); "
                   f"fields: {label_files.field_names(rec)}")
