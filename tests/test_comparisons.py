@@ -157,6 +157,17 @@ FORMATS = {
                              "ranks": [4, 1, 2, 2]}, "Name a fruit", ["rock", "apple", "pear", "plum"], [3, 0, 1, 1]),
     "responses and scores": ({"prompt": "Rate", "responses": ["ok", "great", "bad", "fine"],
                               "scores": [7, 9.5, 2, 7.0]}, "Rate", ["ok", "great", "bad", "fine"], [1, 0, 3, 1]),
+    "Nectar": ({"prompt": "\n\nHuman: Name a fruit\n\nAssistant:", "turns": 1, "num_responses": 3,
+                "answers": [{"answer": "pear", "model": "m1", "rank": 2.0},
+                            {"answer": "apple", "model": "m2", "rank": 1.0},
+                            {"answer": "rock", "model": "m3", "rank": 3.0}]},
+               "Name a fruit", ["pear", "apple", "rock"], [1, 0, 2]),
+    "responses as objects with scores": (
+        {"prompt": "Q", "responses": [{"text": "a", "score": 3}, {"text": "b", "score": 5}]}, "Q", ["a", "b"], [1, 0]),
+    "ranked list, the prompt a transcript": (
+        {"prompt": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant:",
+         "completions": ["apple", "rock"]},
+        "Human: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit", ["apple", "rock"], [0, 1]),
     "chosen/rejected": ({"prompt": "Say hi", "chosen": "hi", "rejected": "go away"}, "Say hi", ["hi", "go away"], [0, 1]),
     "prompt as a transcript": ({"prompt": "\n\nHuman: Say hi\n\nAssistant:", "chosen": " hi", "rejected": "no"},
                                "Say hi", ["hi", "no"], [0, 1]),
@@ -243,6 +254,10 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
         {"prompt": "q", "responses": ["a", "b"], "scores": [1.5, "2"]},                   # 23
         {"prompt": "q", "responses": ["a", "b"], "scores": [1.5, float("nan")]},          # 24
         {"prompt": "q", "responses": ["a", "b"], "scores": [1]},                          # 25
+        {"prompt": "q", "answers": [{"answer": "a", "rank": 1}, {"answer": "b"}]},         # 26
+        {"prompt": "q", "answers": [{"answer": "a", "rank": 1}, {"model": "x", "rank": 2}]},  # 27
+        {"prompt": "q", "answers": [{"answer": "a", "rank": 1.5}, {"answer": "b", "rank": 2}]},  # 28
+        {"prompt": "q", "answers": [{"answer": "a", "rank": None}, {"answer": "b", "rank": 2}]},  # 29
     ])
     result = cmp.from_files(path)
     q = result.quarantine
@@ -272,7 +287,11 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     assert got[23] == "field 'scores[1]': wrong type str"
     assert got[24] == "field 'scores[1]': not a number"
     assert got[25] == "field 'scores': 1 scores for 2 responses"
-    assert set(got) == set(range(2, 26)) and len(result.rows) == 1 and result.read == 25
+    assert got[26] == "field 'answers': give every response a 'rank', or every one a 'score'"
+    assert got[27] == "field 'answers[1]': no text (answer, response, text, content, completion)"
+    assert got[28] == "field 'answers[0].rank': not an integer"
+    assert got[29] == "field 'answers[0].rank': missing"
+    assert set(got) == set(range(2, 30)) and len(result.rows) == 1 and result.read == 29
 
 
 def test_pii_in_imported_rankings_is_scrubbed(tmp_path):

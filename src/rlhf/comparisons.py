@@ -17,7 +17,8 @@ the labeler. Ranks are competition ranks: 0 is the best, tied responses share th
 Imported rankings (`comparisons.source: import`, any mix of files under `comparisons.import_path`):
 - ranked lists: `prompt` and `completions` ordered best to worst, or `prompt`, `responses` and
   `ranks` (integers, lower is better, equal ranks are ties) or `scores` (numbers, higher is better,
-  as ratings come: equal scores tie);
+  as ratings come: equal scores tie), or `prompt` and `answers` (or `responses`) as objects with
+  their text and a `rank` or a `score` each (Nectar);
 - chosen/rejected pairs: `prompt`, `chosen`, `rejected` (K = 2);
 - Human/Assistant transcripts (Anthropic HH): `chosen` and `rejected` each a whole
   "\\n\\nHuman: ... \\n\\nAssistant: ..." conversation that they share up to the last assistant
@@ -60,6 +61,7 @@ VAL_SALT = "comparisons"  # salt of the prompt hash that sends an imported ranki
 LABELER_FILE = "labeler.json"  # beside the parquets: the simulated labeler's noise and the splits it ranked
 _ASSISTANT_MARK = "\n\nAssistant:"
 _TOO_FEW = "fewer than 2 distinct responses"
+TEXT_KEYS = ("answer", "response", "text", "content", "completion")  # a response given as an object
 
 
 class ComparisonsError(label_files.ImportFilesError):
@@ -333,23 +335,61 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
             [0, 1]), None
 
 
+def _score(value: Any, name: str) -> tuple[float | None, str | None]:
+    """A score (higher is better), or the reason `value` is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"field '{name}': wrong type {type(value).__name__}"
+    if isinstance(value, float) and math.isnan(value):
+        return None, f"field '{name}': not a number"
+    return value, None
+
+
+def _ranked_objects(items: list, key: str) -> tuple[tuple | None, str | None]:
+    """(texts, their fields, ranks) of responses given as objects, each with its text (the first of
+    `TEXT_KEYS` it has) and a `rank` (lower is better: Nectar's answers, ranked 1 to 7) or a `score`
+    (higher is better); or a reason."""
+    kind = next((k for k in ("rank", "score") if all(k in item for item in items)), None)
+    if kind is None:
+        return None, f"field '{key}': give every response a 'rank', or every one a 'score'"
+    texts, fields, values = [], [], []
+    for i, item in enumerate(items):
+        text_key = next((k for k in TEXT_KEYS if k in item), None)
+        if text_key is None:
+            return None, f"field '{key}[{i}]': no text ({', '.join(TEXT_KEYS)})"
+        if kind == "rank":
+            value, reason = label_files.parse_rank(item["rank"], f"{key}[{i}].")
+            reason = reason or (f"field '{key}[{i}].rank': missing" if value is None else None)
+        else:
+            value, reason = _score(item["score"], f"{key}[{i}].score")
+        if reason:
+            return None, reason
+        texts.append(item[text_key])
+        fields.append(f"{key}[{i}].{text_key}")
+        values.append(value)
+    return (texts, fields, values if kind == "rank" else competition_ranks(values)), None
+
+
 def _shape(rec: dict) -> tuple[tuple | None, str | None]:
     """(prompt, its field, responses, their fields, ranks) in the record's shape, or a reason."""
     # a field is there when it has a value: mixed shapes in one CSV or Parquet leave the others empty
     if messages.is_list(rec.get("chosen")) or messages.is_list(rec.get("rejected")):
         return _message_pair(rec)
+    if label_files.is_transcript(rec.get("chosen")) and label_files.is_transcript(rec.get("rejected")):
+        return _transcript_pair(rec)
+    prompt = rec.get("prompt")
+    if label_files.is_transcript(prompt):  # "\n\nHuman: ...\n\nAssistant:", as HH and Nectar give it
+        prompt = _conversation_prompt(prompt.rstrip().removesuffix(_ASSISTANT_MARK.strip()))
     if rec.get("chosen") is not None or rec.get("rejected") is not None:
-        if label_files.is_transcript(rec.get("chosen")) and label_files.is_transcript(rec.get("rejected")):
-            return _transcript_pair(rec)
-        prompt = rec.get("prompt")
-        if label_files.is_transcript(prompt):
-            prompt = _conversation_prompt(prompt.rstrip().removesuffix(_ASSISTANT_MARK.strip()))
         return (prompt, "prompt", [rec.get("chosen"), rec.get("rejected")], ["chosen", "rejected"], [0, 1]), None
+    for key in ("answers", "responses", "completions"):  # responses as objects with their rank or score
+        if messages.is_list(rec.get(key)):
+            got, reason = _ranked_objects(_as_list(rec[key], key)[0], key)
+            return ((prompt, "prompt", *got), None) if got else (None, reason)
     if rec.get("completions") is not None:
         completions, reason = _as_list(rec["completions"], "completions")
         if reason:
             return None, reason
-        return (rec.get("prompt"), "prompt", completions, [f"completions[{i}]" for i in range(len(completions))],
+        return (prompt, "prompt", completions, [f"completions[{i}]" for i in range(len(completions))],
                 list(range(len(completions)))), None
     if rec.get("responses") is not None:
         responses, reason = _as_list(rec["responses"], "responses")
@@ -362,16 +402,17 @@ def _shape(rec: dict) -> tuple[tuple | None, str | None]:
         if len(given) != len(responses):
             return None, f"field '{key}': {len(given)} {key} for {len(responses)} responses"
         for i, r in enumerate(given):
-            if isinstance(r, bool) or not isinstance(r, int if key == "ranks" else (int, float)):
-                return None, f"field '{key}[{i}]': wrong type {type(r).__name__}"
-            if isinstance(r, float) and math.isnan(r):
-                return None, f"field '{key}[{i}]': not a number"
+            if key == "scores":
+                reason = _score(r, f"scores[{i}]")[1]
+            elif isinstance(r, bool) or not isinstance(r, int):
+                reason = f"field 'ranks[{i}]': wrong type {type(r).__name__}"
+            if reason:
+                return None, reason
         ranks = given if key == "ranks" else competition_ranks(given)  # scores: higher is better
-        return (rec.get("prompt"), "prompt", responses, [f"responses[{i}]" for i in range(len(responses))],
-                ranks), None
+        return (prompt, "prompt", responses, [f"responses[{i}]" for i in range(len(responses))], ranks), None
     return None, ("no recognisable shape (expected prompt/completions, prompt/responses/ranks or scores, "
-                  "prompt/chosen/rejected, Human/Assistant transcripts or message lists in chosen/rejected, "
-                  f"or a message tree); "
+                  "prompt/answers with a rank or score each, prompt/chosen/rejected, Human/Assistant "
+                  "transcripts or message lists in chosen/rejected, or a message tree); "
                   f"fields: {label_files.field_names(rec)}")
 
 

@@ -216,9 +216,9 @@ def is_message_row(rec: dict) -> bool:
     return not is_tree(rec) and MESSAGE_FIELDS <= rec.keys()
 
 
-def _rank(value: Any, prefix: str) -> tuple[int | None, str | None]:
-    """A reply's rank among its siblings (0 is the best), None where it has none; in CSV a number
-    in a cell, in a pandas-written Parquet file a float. `prefix` leads the field's name in a reason."""
+def parse_rank(value: Any, prefix: str) -> tuple[int | None, str | None]:
+    """A rank (lower is better), None where there is none; an integer, or in CSV a number in a cell,
+    in a pandas-written Parquet file a float. `prefix` leads the field's name in a reason."""
     if isinstance(value, str):  # "2", or "2.0" from a float column
         try:
             value = float(value) if value.strip() else None
@@ -251,7 +251,7 @@ def _message_problem(node: Any, name: str, human: bool) -> str | None:
     replies = node.get("replies")
     if replies is not None and not isinstance(replies, list):
         return f"field '{prefix}replies': wrong type {type(replies).__name__}"
-    return _rank(node.get("rank"), prefix)[1]
+    return parse_rank(node.get("rank"), prefix)[1]
 
 
 def _deleted(message: Any) -> bool:
@@ -280,7 +280,7 @@ def tree_turns(root: dict, name: str = "prompt") -> tuple[list[TreeTurn] | None,
             problem = _message_problem(reply, rpath, human=False)
             if problem:
                 return None, problem
-            replies.append((reply["text"], _rank(reply.get("rank"), "")[0], f"{rpath}.text"))
+            replies.append((reply["text"], parse_rank(reply.get("rank"), "")[0], f"{rpath}.text"))
             for j, follow in enumerate(reply.get("replies") or []):
                 if not _deleted(follow):
                     later.append((follow, f"{rpath}.replies[{j}]", turns + [("Assistant", reply["text"])]))
