@@ -1,5 +1,5 @@
-"""Import speed of rankings and demonstrations from OpenAssistant-shaped message trees, HH pairs and
-UltraFeedback records.
+"""Import speed of rankings and demonstrations from OpenAssistant-shaped message trees, HH pairs,
+UltraFeedback and Nectar records.
 
     python benchmarks/label_import.py --trees 2000
 
@@ -7,7 +7,8 @@ Writes, in a temporary folder, `--trees` message trees shaped like oasst1's (a f
 ranked assistant replies, a human turn after each with 2 ranked replies: 13 messages and 4 rankings
 per tree, a few words of text each, one tree in `--bad-every` with a deleted reply and one with a
 rank that is not an integer) in the three ways oasst ships them, and 4 times as many Anthropic HH
-chosen/rejected pairs and UltraFeedback records (TRL's conversational preference), then times what
+chosen/rejected pairs and UltraFeedback records (TRL's conversational preference) and as many
+Nectar records (7 answers ranked 1 to 7, `.jsonl.gz`) as trees, then times what
 `comparisons` and `demonstrations` do with each file (`comparisons.from_files`,
 `demonstrations.from_files`: reading, assembling the trees, PII scrubbing, quarantine). Prints one
 line per file, and as its last line one JSON object with, per file, its size on disk, records read,
@@ -80,6 +81,13 @@ def ultrafeedback(rng: random.Random) -> dict:
     return {"prompt": question, "chosen": side(), "rejected": side(), "score_chosen": 8.0, "score_rejected": 4.0}
 
 
+def nectar(rng: random.Random) -> dict:
+    """A Nectar record: an HH-style prompt and 7 answers ranked 1 to 7, as objects."""
+    ranks = rng.sample(range(1, 8), 7)
+    return {"prompt": f"\n\nHuman: {text(rng, 25)}\n\nAssistant:", "turns": 1, "num_responses": 7,
+            "answers": [{"answer": text(rng, 80), "model": f"m{i}", "rank": float(r)} for i, r in enumerate(ranks)]}
+
+
 def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str, Path]:
     rng = random.Random(seed)
     nested = [tree(rng, t, None if t % bad_every else ("deleted", "rank")[(t // bad_every) % 2]) for t in range(trees)]
@@ -87,7 +95,7 @@ def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str
     random.Random(seed + 1).shuffle(messages)  # a tree's messages anywhere in the file, as in the hub's files
     paths = {"trees.jsonl.gz": folder / "oasst.trees.jsonl.gz", "messages.jsonl.gz": folder / "oasst.messages.jsonl.gz",
              "messages.parquet": folder / "oasst.messages.parquet", "hh.jsonl": folder / "hh.jsonl",
-             "ultrafeedback.parquet": folder / "ultrafeedback.parquet"}
+             "ultrafeedback.parquet": folder / "ultrafeedback.parquet", "nectar.jsonl.gz": folder / "nectar.jsonl.gz"}
     with gzip.open(paths["trees.jsonl.gz"], "wt", compresslevel=6) as f:
         f.writelines(json.dumps(t) + "\n" for t in nested)
     with gzip.open(paths["messages.jsonl.gz"], "wt", compresslevel=6) as f:
@@ -95,6 +103,8 @@ def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str
     pd.DataFrame(messages).to_parquet(paths["messages.parquet"], index=False)
     paths["hh.jsonl"].write_text("".join(json.dumps(hh_pair(rng)) + "\n" for _ in range(4 * trees)))
     pd.DataFrame([ultrafeedback(rng) for _ in range(4 * trees)]).to_parquet(paths["ultrafeedback.parquet"], index=False)
+    with gzip.open(paths["nectar.jsonl.gz"], "wt", compresslevel=6) as f:
+        f.writelines(json.dumps(nectar(rng)) + "\n" for _ in range(trees))
     return paths
 
 

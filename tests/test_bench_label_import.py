@@ -1,6 +1,6 @@
 """benchmarks/label_import.py: every shape oasst ships its trees in gives the same rankings, with its
-bad trees quarantined as the importers promise; HH and UltraFeedback pairs import whole; the
-script ends with its JSON line."""
+bad trees quarantined as the importers promise; HH, UltraFeedback and Nectar records import whole;
+the script ends with its JSON line."""
 
 import json
 from pathlib import Path
@@ -21,6 +21,7 @@ def test_the_three_tree_shapes_and_hh_pairs_import_with_the_expected_counts(run_
         assert (flat["records"], flat["kept"], flat["quarantined"]) == (40 * 13 + 2, 38 * 4 + 2 * 3, 2 + 2 * 4)
     for name in ("hh.jsonl", "ultrafeedback.parquet"):
         assert (figures[f"rankings/{name}"]["records"], figures[f"rankings/{name}"]["kept"]) == (160, 160)
+    assert (figures["rankings/nectar.jsonl.gz"]["records"], figures["rankings/nectar.jsonl.gz"]["kept"]) == (40, 40)
     assert figures["demonstrations/trees.jsonl.gz"]["kept"] == 38
     assert figures["demonstrations/messages.parquet"]["kept"] == 40  # a bad tree's best remaining reply
     assert all(f["seconds"] > 0 and f["records_per_s"] > 0 for k, f in figures.items() if k != "trees")
