@@ -31,7 +31,8 @@ def content(message: dict, key: str) -> Any:
 
 
 def is_list(value: Any) -> bool:
-    """A list of message objects, or one as JSON in a CSV cell."""
+    """A non-empty list of objects (messages, or responses given as objects), or one as JSON in a
+    CSV cell."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
             value = json.loads(value)
