@@ -256,18 +256,11 @@ def _split_last_turn(text: str) -> tuple[str, str] | None:
     return text[:cut], text[cut + len(_ASSISTANT_MARK):]
 
 
-def _prompt_turns(turns: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """A conversation before its last assistant turn as the prompt's (role, text) turns: a single
-    human turn is the prompt alone (role "")."""
-    if len(turns) == 1 and turns[0][0] in ("", "Human"):
-        return [("", turns[0][1])]
-    return turns
-
-
 def _conversation_prompt(prefix: str) -> list[tuple[str, str]]:
     """The prompt's turns of a Human/Assistant transcript before its last assistant turn."""
     parts = re.split(r"(?:^|\n\n)(Human|Assistant):", prefix)
-    return _prompt_turns(([("", parts[0])] if parts[0].strip() else []) + list(zip(parts[1::2], parts[2::2])))
+    turns = ([("", parts[0])] if parts[0].strip() else []) + list(zip(parts[1::2], parts[2::2]))
+    return label_files.prompt_turns(turns)
 
 
 def _clean_prompt(turns: list[tuple[str, str]] | Any, name: str) -> tuple[str | None, str | None]:
@@ -329,7 +322,7 @@ def _message_pair(rec: dict) -> tuple[tuple | None, str | None]:
             return None, "fields 'chosen', 'rejected': the conversations differ before the last assistant message"
     if not before or before[-1].role != "user":
         return None, f"field '{'prompt' if given else 'chosen'}': no user message before the assistant's"
-    turns = _prompt_turns([("Human" if m.role == "user" else "Assistant", m.content) for m in before])
+    turns = label_files.prompt_turns([("Human" if m.role == "user" else "Assistant", m.content) for m in before])
     return (turns, "prompt" if given else "chosen", [side[-1].content for side in sides],
             [f"{name}[{side[-1].index}].{side[-1].key}" for name, side in zip(("chosen", "rejected"), sides)],
             [0, 1]), None

@@ -188,6 +188,14 @@ def first_human_turn(text: str) -> str:
     return ingest._TRANSCRIPT.search(text).group(1)
 
 
+def prompt_turns(turns: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A conversation before its last assistant turn as a prompt's (role, text) turns: a single
+    human turn is the prompt alone (role ""). Transcripts, message lists and message trees alike."""
+    if len(turns) == 1 and turns[0][0] in ("", "Human"):
+        return [("", turns[0][1])]
+    return turns
+
+
 # -- message trees ----------------------------------------------------------------------------------
 
 HUMAN_ROLES = ("prompter", "user", "human")  # oasst's "prompter" first
@@ -287,7 +295,7 @@ def tree_turns(root: dict, name: str = "prompt") -> tuple[list[TreeTurn] | None,
         message_id, problem = _an_id(node.get("message_id"), f"{path}.message_id")
         if problem:
             return None, problem
-        out.append(TreeTurn(message_id, turns if len(turns) > 1 else [("", turns[0][1])], replies))
+        out.append(TreeTurn(message_id, prompt_turns(turns), replies))
         stack.extend(reversed(later))
     return out, None
 
