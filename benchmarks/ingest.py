@@ -1,9 +1,10 @@
 """Ingest throughput, memory and PII detection quality on generated raw prompts.
 
-    python benchmarks/ingest.py --rows 1000000 [--gzip]
+    python benchmarks/ingest.py --rows 1000000 [--gzip] [--json]
 
 Generates that many raw prompt-log rows with the world's generator (JSONL shards, planted PII,
-ground truth; `--gzip` writes them as .jsonl.gz), runs the ingest stage's code on them in a child
+ground truth; `--gzip` writes them as .jsonl.gz, `--json` as one JSON array per shard, all on one
+line as json.dump writes it), runs the ingest stage's code on them in a child
 process (so its peak RSS is its own), then measures the PII detectors against the ground truth.
 Prints as its last line one JSON object: rows, seconds, rows_per_s, peak_rss_mb, raw_mb (the
 shards on disk), and pii precision/recall per type.
@@ -27,21 +28,27 @@ sys.path.insert(0, str(ROOT / "src"))
 from rlhf import config, ingest, pii, world  # noqa: E402
 
 
-def generate(folder: Path, rows: int, users: int, shards: int, seed: int, gzipped: bool) -> tuple[Path, int]:
+def generate(folder: Path, rows: int, users: int, shards: int, seed: int, gzipped: bool,
+             as_json: bool) -> tuple[Path, int]:
     """Raw shards plus a truth file, written chunk by chunk (bounded memory)."""
     folder.mkdir(parents=True)
-    files = [gzip.open(folder / f"shard-{i:03d}.jsonl.gz", "wt", compresslevel=6) if gzipped else
-             (folder / f"shard-{i:03d}.jsonl").open("w") for i in range(shards)]
+    suffix = (".json" if as_json else ".jsonl") + (".gz" if gzipped else "")
+    files = [gzip.open(folder / f"shard-{i:03d}{suffix}", "wt", compresslevel=6) if gzipped else
+             (folder / f"shard-{i:03d}{suffix}").open("w") for i in range(shards)]
     truth_path = folder.parent / "pii_truth.jsonl"
     n = 0
     with truth_path.open("w") as truth:
         for records, spans in world.iter_prompt_logs(random.Random(seed), rows, users,
                                                      datetime(2026, 1, 1, tzinfo=timezone.utc)):
             for r in records:
-                files[n % shards].write(json.dumps(r) + "\n")
+                if as_json:  # [first,second,...]
+                    files[n % shards].write(("[" if n < shards else ",") + json.dumps(r))
+                else:
+                    files[n % shards].write(json.dumps(r) + "\n")
                 n += 1
             truth.writelines(json.dumps(t) + "\n" for t in spans)
-    for f in files:
+    for i, f in enumerate(files):
+        f.write(("[]" if i >= n else "]") if as_json else "")
         f.close()
     return truth_path, n
 
@@ -66,8 +73,7 @@ def pii_quality(raw: Path, truth_path: Path) -> dict[str, dict[str, float]]:
     tp_detected = {t: 0 for t in pii.PII_TYPES}
     detected = {t: 0 for t in pii.PII_TYPES}
     for shard in ingest.raw_files([raw])[0]:
-        for line in ingest.open_bytes(shard):
-            r = json.loads(line)
+        for _, r, _, _ in ingest.read_raw(shard, 10_000):
             spans = pii.find_spans(ingest.normalize(r["prompt"]))
             gold = truth.get(r["prompt_id"], [])
             for typ, s, e in gold:
@@ -88,12 +94,13 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gzip", action="store_true", help="write the shards gzipped (shard-000.jsonl.gz)")
+    p.add_argument("--json", action="store_true", help="write each shard as one JSON array (shard-000.json)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start = time.perf_counter()
         truth, n = generate(work / "raw", args.rows, args.users or max(20, args.rows // 40), args.shards, args.seed,
-                            args.gzip)
+                            args.gzip, args.json)
         print(f"generated {n} rows in {time.perf_counter() - start:.1f} s", flush=True)
         queue = mp.get_context("spawn").Queue()
         child = mp.get_context("spawn").Process(target=run_ingest, args=(work / "raw", work, queue))

@@ -1,5 +1,5 @@
 """Import speed of rankings and demonstrations from OpenAssistant-shaped message trees, HH pairs,
-UltraFeedback and Nectar records.
+UltraFeedback and Nectar records, and Alpaca records in a JSON array.
 
     python benchmarks/label_import.py --trees 2000
 
@@ -8,7 +8,8 @@ ranked assistant replies, a human turn after each with 2 ranked replies: 13 mess
 per tree, a few words of text each, one tree in `--bad-every` with a deleted reply and one with a
 rank that is not an integer) in the three ways oasst ships them, and 4 times as many Anthropic HH
 chosen/rejected pairs and UltraFeedback records (TRL's conversational preference) and as many
-Nectar records (7 answers ranked 1 to 7, `.jsonl.gz`) as trees, then times what
+Nectar records (7 answers ranked 1 to 7, `.jsonl.gz`) as trees, and 10 times as many Alpaca
+instruction/input/output records as one JSON array on one line (as `json.dump` writes it), then times what
 `comparisons` and `demonstrations` do with each file (`comparisons.from_files`,
 `demonstrations.from_files`: reading, assembling the trees, PII scrubbing, quarantine). Prints one
 line per file, and as its last line one JSON object with, per file, its size on disk, records read,
@@ -88,6 +89,10 @@ def nectar(rng: random.Random) -> dict:
             "answers": [{"answer": text(rng, 80), "model": f"m{i}", "rank": float(r)} for i, r in enumerate(ranks)]}
 
 
+def alpaca(rng: random.Random) -> dict:
+    return {"instruction": text(rng, 20), "input": text(rng, 10) if rng.random() < 0.4 else "", "output": text(rng, 60)}
+
+
 def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str, Path]:
     rng = random.Random(seed)
     nested = [tree(rng, t, None if t % bad_every else ("deleted", "rank")[(t // bad_every) % 2]) for t in range(trees)]
@@ -95,7 +100,8 @@ def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str
     random.Random(seed + 1).shuffle(messages)  # a tree's messages anywhere in the file, as in the hub's files
     paths = {"trees.jsonl.gz": folder / "oasst.trees.jsonl.gz", "messages.jsonl.gz": folder / "oasst.messages.jsonl.gz",
              "messages.parquet": folder / "oasst.messages.parquet", "hh.jsonl": folder / "hh.jsonl",
-             "ultrafeedback.parquet": folder / "ultrafeedback.parquet", "nectar.jsonl.gz": folder / "nectar.jsonl.gz"}
+             "ultrafeedback.parquet": folder / "ultrafeedback.parquet", "nectar.jsonl.gz": folder / "nectar.jsonl.gz",
+             "alpaca.json": folder / "alpaca.json"}
     with gzip.open(paths["trees.jsonl.gz"], "wt", compresslevel=6) as f:
         f.writelines(json.dumps(t) + "\n" for t in nested)
     with gzip.open(paths["messages.jsonl.gz"], "wt", compresslevel=6) as f:
@@ -105,6 +111,8 @@ def write_files(folder: Path, trees: int, bad_every: int, seed: int) -> dict[str
     pd.DataFrame([ultrafeedback(rng) for _ in range(4 * trees)]).to_parquet(paths["ultrafeedback.parquet"], index=False)
     with gzip.open(paths["nectar.jsonl.gz"], "wt", compresslevel=6) as f:
         f.writelines(json.dumps(nectar(rng)) + "\n" for _ in range(trees))
+    with paths["alpaca.json"].open("w") as f:
+        json.dump([alpaca(rng) for _ in range(10 * trees)], f)
     return paths
 
 
@@ -127,9 +135,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_files(Path(tmp), args.trees, args.bad_every, args.seed)
         for name, path in paths.items():
+            if name == "alpaca.json":
+                continue
             out[f"rankings/{name}"] = timed(comparisons.from_files, path)
             print(f"rankings from {name}: {json.dumps(out[f'rankings/{name}'])}", flush=True)
-        for name in ("trees.jsonl.gz", "messages.parquet"):
+        for name in ("trees.jsonl.gz", "messages.parquet", "alpaca.json"):
             out[f"demonstrations/{name}"] = timed(demonstrations.from_files, paths[name])
             print(f"demonstrations from {name}: {json.dumps(out[f'demonstrations/{name}'])}", flush=True)
     print(json.dumps({"trees": args.trees, **out}))

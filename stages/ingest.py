@@ -20,7 +20,8 @@ SECTIONS = ("ingest",)
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     p.add_argument("--raw", type=Path, nargs="+", required=True,
-                   help="folders of raw prompt files (JSONL, CSV, Parquet): the synthesized shards and data/incoming")
+                   help="folders of raw prompt files (JSONL, JSON, CSV, Parquet): the synthesized shards "
+                        "and data/incoming")
     p.add_argument("--out", type=Path, required=True, help="folder for {train,val,test}.parquet")
     p.add_argument("--quarantine", type=Path, required=True, help="folder for quarantined rows")
     p.add_argument("--reports", type=Path, required=True, help="folder for the ingest reports and Data Docs")

@@ -1,5 +1,6 @@
 """benchmarks/label_import.py: every shape oasst ships its trees in gives the same rankings, with its
-bad trees quarantined as the importers promise; HH, UltraFeedback and Nectar records import whole;
+bad trees quarantined as the importers promise; HH, UltraFeedback and Nectar records and a compact
+JSON array of Alpaca records import whole;
 the script ends with its JSON line."""
 
 import json
@@ -24,4 +25,6 @@ def test_the_three_tree_shapes_and_hh_pairs_import_with_the_expected_counts(run_
     assert (figures["rankings/nectar.jsonl.gz"]["records"], figures["rankings/nectar.jsonl.gz"]["kept"]) == (40, 40)
     assert figures["demonstrations/trees.jsonl.gz"]["kept"] == 38
     assert figures["demonstrations/messages.parquet"]["kept"] == 40  # a bad tree's best remaining reply
+    alpaca = figures["demonstrations/alpaca.json"]
+    assert (alpaca["records"], alpaca["kept"]) == (400, 400)  # one line: records count by their place
     assert all(f["seconds"] > 0 and f["records_per_s"] > 0 for k, f in figures.items() if k != "trees")

@@ -106,18 +106,25 @@ def test_csv_shapes(tmp_path):
     assert demos.from_files(c).rows.iloc[0][["prompt", "response"]].tolist() == ["Name a colour", "red"]
 
 
-def test_json_array_file_with_lines(tmp_path):
+def test_json_array_records_are_numbered_by_their_place(tmp_path):
+    """Ids and quarantine lines count the array's elements, so a compact array (one line, as
+    json.dump writes it) keeps every record apart."""
     path = tmp_path / "alpaca.json"
     path.write_text('[\n  {"instruction": "Say hi", "output": "hi"},\n  {"instruction": "Say bye",\n'
                     '   "output": "bye", "id": 7},\n  [1]\n]\n')
     result = demos.from_files(path)
-    assert result.rows.to_dict("records") == [{"prompt_id": "alpaca:2", "prompt": "Say hi", "response": "hi"},
+    assert result.rows.to_dict("records") == [{"prompt_id": "alpaca:1", "prompt": "Say hi", "response": "hi"},
                                               {"prompt_id": "7", "prompt": "Say bye", "response": "bye"}]
     assert result.quarantine.to_dict("records") == [
-        {"file": str(path), "line": 5, "reason": "expected a JSON object, got list"}]
+        {"file": str(path), "line": 3, "reason": "expected a JSON object, got list"}]
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps([{"prompt": f"Q{i}", "completion": f"A{i}"} for i in range(3)]))
+    result = demos.from_files(compact)
+    assert result.quarantine.empty and list(result.rows.prompt_id) == ["compact:1", "compact:2", "compact:3"]
     broken = tmp_path / "broken.json"
     broken.write_text('[{"prompt": "a", "response": "b"},\n {"prompt": ')
-    with pytest.raises(label_files.ImportFilesError, match=r"broken.json: line 2 .*broken JSON array"):
+    with pytest.raises(label_files.ImportFilesError,
+                       match=r"broken.json: cannot be read as JSON \(after record 1\): line 2 column 13"):
         demos.from_files(broken)
 
 

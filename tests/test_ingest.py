@@ -151,11 +151,11 @@ def test_gzipped_shards_are_read_and_other_files_are_named(tmp_path, capsys):
     csv_text = "prompt_id,user_id,prompt\np3,u3,List 3 fruits.\n"
     (raw / "sub" / "b.csv.gz").write_bytes(gzip.compress(csv_text.encode()))
     pd.DataFrame([rec(4)]).to_parquet(raw / "c.parquet")
-    for name in ("notes.txt", "prompts.json", "d.parquet.gz", ".gitkeep"):
+    for name in ("notes.txt", "prompts.tsv", "d.parquet.gz", ".gitkeep"):
         (raw / name).write_text("x")
     files, skipped = ingest.raw_files([raw])
     assert [f.relative_to(raw).as_posix() for f in files] == ["a.jsonl.gz", "c.parquet", "sub/b.csv.gz"]
-    assert sorted(f.name for f in skipped) == ["d.parquet.gz", "notes.txt", "prompts.json"]
+    assert sorted(f.name for f in skipped) == ["d.parquet.gz", "notes.txt", "prompts.tsv"]
     _, splits, q = run(tmp_path / "gz", files)
     assert sorted(all_rows(splits).prompt_id) == ["a:2", "p1", "p3", "p4"]  # a.jsonl.gz's line 2 is a:2
     assert q.file.tolist() == [str(raw / "a.jsonl.gz")] and q.line.tolist() == [3]
@@ -166,9 +166,88 @@ def test_gzipped_shards_are_read_and_other_files_are_named(tmp_path, capsys):
                          cfg(max_quarantine_fraction=0.5, split_tolerance=1.0))
     assert metrics["ingest/files_read"] == 3 and metrics["ingest/files_skipped"] == 3
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
-    assert sorted(Path(f).name for f in summary["files_skipped"]) == ["d.parquet.gz", "notes.txt", "prompts.json"]
+    assert sorted(Path(f).name for f in summary["files_skipped"]) == ["d.parquet.gz", "notes.txt", "prompts.tsv"]
     err = capsys.readouterr().err
-    assert "skipped 3 file(s) that are not raw prompt files" in err and "prompts.json" in err
+    assert "skipped 3 file(s) that are not raw prompt files" in err and "prompts.tsv" in err
+
+
+def test_json_arrays_are_read_in_bounded_chunks(tmp_path, monkeypatch):
+    """A .json array (compact on one line, or indented; gzipped too) gives the records json.load
+    gives, numbered by their place in the array, whatever the chunk size: numbers, multi-byte
+    characters and escapes cut by a chunk's end, and the text kept in memory stays a few chunks."""
+    import gzip
+
+    records = [rec(i, user=f"u{i % 7}", prompt=f"Ünïcödé ✓ \"{i}\" plus {i}\n?") for i in range(300)]
+    records[5:7] = [12345678, ["a list"]]
+    compact, indented = json.dumps(records, ensure_ascii=False), json.dumps(records, indent=2)
+    for name, text in (("compact.json", compact), ("indented.json", indented)):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "packed.json.gz").write_bytes(gzip.compress(compact.encode()))
+    largest = [0]
+    more = ingest._JsonText.more
+
+    def watched(self, *args):
+        got = more(self, *args)
+        largest[0] = max(largest[0], len(self.buf))
+        return got
+
+    monkeypatch.setattr(ingest._JsonText, "more", watched)
+    for chunk in (7, 64, 1 << 20):
+        monkeypatch.setattr(ingest, "JSON_CHUNK", chunk)
+        for name in ("compact.json", "indented.json", "packed.json.gz"):
+            largest[0] = 0
+            got = list(ingest.read_checked(tmp_path / name, ingest.read_json(tmp_path / name), ingest.IngestError))
+            assert [n for n, *_ in got] == list(range(1, 301))
+            assert [r for _, r, _, _ in got] == [r if isinstance(r, dict) else None for r in records]
+            assert [why for _, _, why, _ in got][5:7] == ["expected a JSON object, got int",
+                                                          "expected a JSON object, got list"]
+            assert [json.loads(raw) for *_, raw in got] == records  # the quarantine keeps each element's own text
+            if chunk == 64:
+                assert largest[0] < 8 * 64  # not the file (about 50,000 characters): 420 at most
+    assert len(compact) > 40_000
+
+    monkeypatch.setattr(ingest, "JSON_CHUNK", 1 << 20)
+    files, skipped = ingest.raw_files([tmp_path])
+    assert sorted(f.name for f in files) == ["compact.json", "indented.json", "packed.json.gz"] and not skipped
+    _, splits, q = run(tmp_path / "run", [tmp_path / "compact.json"])
+    assert len(all_rows(splits)) == 298 and q.line.tolist() == [6, 7]
+
+
+def test_json_files_that_are_not_arrays(tmp_path):
+    """One object is one record; JSONL under a .json name is read line by line; undecodable bytes
+    in an array element quarantine that element alone."""
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(rec(1), indent=2))
+    lines = write_jsonl(tmp_path / "lines.json", [rec(2), "{bad", rec(3)])
+    bad_bytes = tmp_path / "bytes.json"
+    bad_bytes.write_bytes(b'[{"prompt_id": "p4", "user_id": "u", "prompt": "ok"},\n'
+                          b' {"prompt_id": "p5", "user_id": "u", "prompt": "caf\xe9"}]')
+    _, splits, q = run(tmp_path, [one, lines, bad_bytes])
+    assert sorted(all_rows(splits).prompt_id) == ["p1", "p2", "p3", "p4"]
+    assert q[["file", "line", "reason"]].values.tolist() == [
+        [str(lines), 2, "invalid JSON: Expecting property name enclosed in double quotes at column 2"],
+        [str(bad_bytes), 2, "undecodable bytes"]]
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[{"prompt": "a"},\n {"prompt": ', r"after record 1\): line 2 column 13: Expecting value"),
+    ('[{"prompt": "a"} {"prompt": "b"}]', r"after record 1\): line 1 column 18: expected ',' or ']' after record 1"),
+    ('[{"prompt": "a"}]\n[]', r"after record 1\): line 2 column 1: data after the end of the array"),
+    ('[{"prompt": "a"},\n {"prompt": "b}]', r"after record 1\): line 2 column 13: Unterminated string"),
+])
+def test_a_broken_json_array_fails_naming_the_place(tmp_path, monkeypatch, text, where):
+    """An array broken part-way fails the file (its records cannot be counted), naming the file, the
+    last record read and the line and column, at any chunk size."""
+    from rlhf import label_files
+
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    for chunk in (3, 1 << 20):
+        monkeypatch.setattr(ingest, "JSON_CHUNK", chunk)
+        with pytest.raises(ingest.IngestError, match=r"broken\.json: cannot be read as JSON \(" + where):
+            run(tmp_path, [path])
+        with pytest.raises(label_files.ImportFilesError, match=r"broken\.json: cannot be read as JSON \(" + where):
+            label_files.read_all(path, lambda r, f, n: (None, "unused"), [], "k", "test")
 
 
 def test_a_file_that_cannot_be_read_fails_naming_it(tmp_path):

@@ -10,6 +10,7 @@ files. Nothing is dropped silently: `Counts.check()` proves that every row read 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -37,8 +38,8 @@ OPTIONAL = ("org_id", "created_at", "source")
 COLUMNS = ("prompt_id", "user_id", "org_id", "created_at", "source", "prompt")
 SOURCES = ("labeler", "customer")
 SPLITS = ("train", "val", "test")
-RAW_SUFFIXES = (".jsonl", ".csv", ".parquet")
-RAW_GZIPPED = (".jsonl", ".csv")  # read gzipped too (prompts.jsonl.gz); Parquet compresses itself
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the data files ingest and label imports read
+FILE_GZIPPED = (".jsonl", ".json", ".csv")  # read gzipped too (prompts.jsonl.gz); Parquet compresses itself
 # what reading a file raises when the file itself is bad (truncated or corrupt gzip, broken Parquet)
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException, csv.Error)
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
@@ -46,6 +47,11 @@ QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("re
                                ("raw", pa.string())])
 USER_FIELD_PROBE = 100  # records of a file read before deciding it has no user IDs at all
 _EXTRA = "\0extra"  # where csv puts the cells of a row longer than its header
+JSON_CHUNK = 1 << 20  # bytes of a .json file read at a time
+_JSON_DECODER = json.JSONDecoder()
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_UNDECODABLE = re.compile(r"[\udc80-\udcff]")  # bytes that are not UTF-8, decoded with surrogateescape
+_UNITS = {"PARQUET": "row", "JSON": "record"}  # what a reader's numbers count, where not lines
 _TRANSCRIPT = re.compile(r"(?:^|\n\n)Human:\s*(.*?)(?=\n\nAssistant:|\Z)", re.S)
 
 
@@ -91,15 +97,16 @@ def data_suffix(path: Path) -> str:
     return uncompressed_name(path).suffix
 
 
-def is_data_file(path: Path, suffixes: tuple[str, ...], gzipped: tuple[str, ...]) -> bool:
-    """Whether `path` is a data file of one of `suffixes`, or of `gzipped` with .gz after it."""
+def is_data_file(path: Path) -> bool:
+    """Whether `path` is a data file ingest and label imports read: one of FILE_SUFFIXES, or of
+    FILE_GZIPPED with .gz after it."""
     kind = data_suffix(path)
-    return kind in suffixes and (kind in gzipped or not path.name.endswith(".gz"))
+    return kind in FILE_SUFFIXES and (kind in FILE_GZIPPED or not path.name.endswith(".gz"))
 
 
-def file_types(suffixes: tuple[str, ...], gzipped: tuple[str, ...]) -> str:
+def file_types() -> str:
     """The file types `is_data_file` accepts, for messages."""
-    return f"{', '.join(suffixes)}; {', '.join(s + '.gz' for s in gzipped)}"
+    return f"{', '.join(FILE_SUFFIXES)}; {', '.join(s + '.gz' for s in FILE_GZIPPED)}"
 
 
 def folder_files(folder: Path) -> list[Path]:
@@ -118,8 +125,9 @@ def read_checked(path: Path, records: Iterator[tuple], error: type[Exception]) -
             n = item[0]
             yield item
     except READ_ERRORS as e:
-        kind = data_suffix(path)[1:].upper() + (" (gzipped)" if path.name.endswith(".gz") else "")
-        where = f"after {'row' if kind == 'PARQUET' else 'line'} {n}" if n else "at its start"
+        kind = data_suffix(path)[1:].upper()
+        where = f"after {_UNITS.get(kind, 'line')} {n}" if n else "at its start"
+        kind += " (gzipped)" if path.name.endswith(".gz") else ""
         raise error(f"{path}: cannot be read as {kind} ({where}): {e}") from None
 
 
@@ -149,6 +157,111 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]
             yield n, rec, None, text
 
 
+class _JsonText:
+    """A .json file's text, decoded and read in chunks as parsing needs it. `buf` holds what is not
+    yet forgotten; its first character is on line `line`, column `col` + 1 of the file."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.decode = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode
+        self.buf, self.eof, self.line, self.col = "", False, 1, 0
+
+    def more(self, at_least: int = 0) -> bool:
+        """Read a chunk, or `at_least` more bytes where that is more (fewer at the end); False at the end."""
+        if self.eof:
+            return False
+        data = self.f.read(max(JSON_CHUNK, at_least))
+        self.eof = not data
+        self.buf += self.decode(data, final=self.eof)
+        return True
+
+    def skip_ws(self, i: int) -> int:
+        """The offset of the first character at or after `i` that is not whitespace (len(buf) at the end)."""
+        while True:
+            i = _JSON_WS.match(self.buf, i).end()
+            if i < len(self.buf) or not self.more():
+                return i
+
+    def value(self, i: int) -> tuple[object, int]:
+        """The JSON value that starts at offset `i` and the offset after it, reading as far as it
+        needs (a value that ends where the text read so far ends may be a number cut short)."""
+        while True:
+            try:
+                value, end = _JSON_DECODER.raw_decode(self.buf, i)
+                if end < len(self.buf) or self.eof:
+                    return value, end
+            except json.JSONDecodeError as e:
+                # cut short by the end of what is read, or broken where more text cannot mend it
+                if self.eof or (e.pos < len(self.buf) - 64 and not e.msg.startswith("Unterminated string")):
+                    raise ValueError(f"{self.where(e.pos)}: {e.msg}") from None
+            self.more(len(self.buf) - i)  # as much again: the retries stay linear in the value's size
+
+    def where(self, i: int) -> str:
+        """Offset `i`'s line and column in the file."""
+        newline = self.buf.rfind("\n", 0, i)
+        line = self.line + self.buf.count("\n", 0, i)
+        return f"line {line} column {i - newline if newline >= 0 else self.col + i + 1}"
+
+    def forget_before(self, i: int) -> int:
+        """Drop the text before offset `i` once it is a chunk long (memory stays bounded, even for an
+        array on one line); `i`'s new offset."""
+        if i < JSON_CHUNK:
+            return i
+        newline = self.buf.rfind("\n", 0, i)
+        self.col = i - newline - 1 if newline >= 0 else self.col + i
+        self.line += self.buf.count("\n", 0, i)
+        self.buf = self.buf[i:]
+        return 0
+
+
+def _json_record(n: int, rec: object, raw: str, expected: str) -> tuple[int, dict | None, str | None, str]:
+    if _UNDECODABLE.search(raw):
+        return n, None, "undecodable bytes", raw.encode("utf-8", "replace").decode("utf-8", "replace")
+    if not isinstance(rec, dict):
+        return n, None, f"expected {expected}, got {type(rec).__name__}", raw
+    return n, rec, None, raw
+
+
+def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
+    """A .json file: an array of records, each numbered by its place in the array (as a Parquet
+    file's rows are: a compact array is all one line), one JSON object, or JSONL under a .json name
+    (read as JSONL). Read in chunks, in bounded memory whatever the file's size. An array broken
+    part-way fails the file: its records could not be counted."""
+    with open_bytes(path) as f:
+        text = _JsonText(f)
+        i = text.skip_ws(0)
+        if not text.buf.startswith("[", i):
+            try:
+                rec, end = text.value(i)
+                whole = text.skip_ws(end) == len(text.buf)
+            except ValueError:
+                whole = False
+            if whole:
+                yield _json_record(1, rec, text.buf[i:end], "a JSON object or array")
+                return
+        else:
+            n = 0
+            i = text.skip_ws(i + 1)
+            if text.buf.startswith("]", i):
+                i += 1
+            else:
+                while True:
+                    rec, end = text.value(i)
+                    n += 1
+                    yield _json_record(n, rec, text.buf[i:end], "a JSON object")
+                    i = text.skip_ws(end)
+                    if text.buf.startswith("]", i):
+                        i += 1
+                        break
+                    if not text.buf.startswith(",", i):
+                        raise ValueError(f"{text.where(i)}: expected ',' or ']' after record {n}")
+                    i = text.forget_before(text.skip_ws(i + 1))
+            if text.skip_ws(i) < len(text.buf):
+                raise ValueError(f"{text.where(text.skip_ws(i))}: data after the end of the array")
+            return
+    yield from read_jsonl(path)  # JSONL under a .json name, or one bad object: line by line
+
+
 def read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
     with open_bytes(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
@@ -160,7 +273,7 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
                 extra = len(rec.pop(_EXTRA))
                 yield n, None, f"{len(rec) + extra} fields, header has {len(rec)}", shown
                 continue
-            if any(isinstance(v, str) and re.search(r"[\udc80-\udcff]", v) for v in rec.values()):
+            if any(isinstance(v, str) and _UNDECODABLE.search(v) for v in rec.values()):
                 yield n, None, "undecodable bytes", shown.encode("utf-8", "replace").decode("utf-8", "replace")
                 continue
             # an empty CSV cell is a missing value
@@ -178,6 +291,8 @@ def read_parquet(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None
 def read_raw(path: Path, chunk_rows: int) -> Iterator[tuple[int, dict | None, str | None, str]]:
     if data_suffix(path) == ".jsonl":
         return read_jsonl(path)
+    if data_suffix(path) == ".json":
+        return read_json(path)
     if data_suffix(path) == ".csv":
         return read_csv(path)
     return read_parquet(path, chunk_rows)
@@ -187,8 +302,8 @@ def raw_files(folders: list[Path]) -> tuple[list[Path], list[Path]]:
     """The raw prompt files under `folders`, in a stable order, and the other files there (which
     ingest skips and names in its summary)."""
     found = [p for folder in folders if folder.exists() for p in folder_files(folder)]
-    return ([p for p in found if is_data_file(p, RAW_SUFFIXES, RAW_GZIPPED)],
-            [p for p in found if not is_data_file(p, RAW_SUFFIXES, RAW_GZIPPED)])
+    return ([p for p in found if is_data_file(p)],
+            [p for p in found if not is_data_file(p)])
 
 
 # -- one record to the native shape ---------------------------------------------------------------
@@ -437,12 +552,12 @@ def run(raw_dirs: list[Path], out_dir: Path, quarantine_dir: Path, reports_dir: 
 
     files, skipped = raw_files(raw_dirs)
     if not files:
-        raise IngestError(f"no raw prompt files ({file_types(RAW_SUFFIXES, RAW_GZIPPED)}) under "
+        raise IngestError(f"no raw prompt files ({file_types()}) under "
                           f"{', '.join(map(str, raw_dirs))}"
                           + (f"; skipped: {', '.join(map(str, skipped))}" if skipped else ""))
     if skipped:
         print(f"ingest: skipped {len(skipped)} file(s) that are not raw prompt files "
-              f"({file_types(RAW_SUFFIXES, RAW_GZIPPED)}): {', '.join(map(str, skipped))}", file=sys.stderr)
+              f"({file_types()}): {', '.join(map(str, skipped))}", file=sys.stderr)
     result = ingest(files, cfg, out_dir, quarantine_dir)
     n = result.counts
     frac = n.quarantined / max(1, n.read)

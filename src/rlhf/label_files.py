@@ -2,9 +2,9 @@
 records, cleaning text, the quarantine and its gate, the val split of imports.
 
 `import_path` is one file or a folder of files (JSONL, JSON arrays, CSV, Parquet, in any mix; the
-first three also gzipped, `name.jsonl.gz`).
-Every record becomes rows or a quarantine entry with its file, line (the element's first line in
-a JSON array, the row in Parquet) and reason, never its text. Text is normalised and PII-scrubbed
+first three also gzipped, `name.jsonl.gz`), read by ingest's readers.
+Every record becomes rows or a quarantine entry with its file, line (the element's number in a
+JSON array, the row in Parquet) and reason, never its text. Text is normalised and PII-scrubbed
 exactly as ingest does prompts.
 
 Message trees (OpenAssistant's shape) come one tree per record, the first human message in
@@ -16,7 +16,6 @@ message that cannot be placed is quarantined on its own line. `tree_turns` walks
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,13 +28,10 @@ import pyarrow.parquet as pq
 
 from rlhf import ingest, pii
 
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-GZIPPED = (".jsonl", ".json", ".csv")  # read gzipped too: name.jsonl.gz (oasst ships its trees so)
 QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string())])
 PARQUET_BATCH = 10_000
 # the counterpart of ingest._TRANSCRIPT: the assistant turn that follows a human turn
 ASSISTANT_TURN = re.compile(r"\n\nAssistant:\s*(.*?)(?=\n\nHuman:|\Z)", re.S)
-_UNDECODABLE = re.compile(r"[\udc80-\udcff]")
 
 
 class ImportFilesError(RuntimeError):
@@ -48,84 +44,17 @@ def import_files(path: Path, key: str, what: str) -> list[Path]:
     """The files to import: `path` itself, or every supported file under the folder `path`.
     `key` (the params key) and `what` (the kind of record) name them in errors."""
     if path.is_file():
-        if not ingest.is_data_file(path, SUFFIXES, GZIPPED):
+        if not ingest.is_data_file(path):
             shown = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
             raise ImportFilesError(f"{path}: unsupported file type {shown!r}; "
-                                   f"expected one of {ingest.file_types(SUFFIXES, GZIPPED)}")
+                                   f"expected one of {ingest.file_types()}")
         return [path]
     if path.is_dir():
-        files = [p for p in ingest.folder_files(path) if ingest.is_data_file(p, SUFFIXES, GZIPPED)]
+        files = [p for p in ingest.folder_files(path) if ingest.is_data_file(p)]
         if not files:
-            raise ImportFilesError(f"{path}: no {what} files ({ingest.file_types(SUFFIXES, GZIPPED)}) in this folder")
+            raise ImportFilesError(f"{path}: no {what} files ({ingest.file_types()}) in this folder")
         return files
     raise ImportFilesError(f"{key} {str(path)!r}: no such file or folder")
-
-
-def _has_undecodable(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(_UNDECODABLE.search(value))
-    if isinstance(value, dict):
-        return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_undecodable(v) for v in value)
-    return False
-
-
-def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """A JSON array of records (line: where each element starts), one JSON object, or JSONL
-    written to a .json file. An array broken part-way is an error: its records cannot be counted."""
-    with ingest.open_bytes(path) as f:
-        text = f.read().decode("utf-8", "surrogateescape")
-    start = len(text) - len(text.lstrip())
-    if not text.startswith("[", start):
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError:  # JSONL under a .json name, or one bad object: line by line
-            yield from _records(ingest.read_jsonl(path))
-            return
-        if _has_undecodable(rec):
-            yield 1, None, "undecodable bytes"
-        elif not isinstance(rec, dict):
-            yield 1, None, f"expected a JSON object or array, got {type(rec).__name__}"
-        else:
-            yield 1, rec, None
-        return
-    decoder = json.JSONDecoder()
-    ws = re.compile(r"\s*")
-    line, seen = 1, 0  # line number at offset `seen`
-
-    def line_at(offset: int) -> int:
-        nonlocal line, seen
-        line += text.count("\n", seen, offset)
-        seen = offset
-        return line
-
-    i = ws.match(text, start + 1).end()
-    try:
-        if text.startswith("]", i):
-            return
-        while True:
-            rec, end = decoder.raw_decode(text, i)
-            n = line_at(i)
-            if _has_undecodable(rec):
-                yield n, None, "undecodable bytes"
-            elif not isinstance(rec, dict):
-                yield n, None, f"expected a JSON object, got {type(rec).__name__}"
-            else:
-                yield n, rec, None
-            i = ws.match(text, end).end()
-            if text.startswith(",", i):
-                i = ws.match(text, i + 1).end()
-            elif text.startswith("]", i):
-                break
-            else:
-                raise json.JSONDecodeError("expected ',' or ']'", text, i)
-    except json.JSONDecodeError as e:
-        raise ImportFilesError(f"{path}: line {e.lineno} column {e.colno}: broken JSON array "
-                               f"({e.msg}); fix the file (its records cannot be counted)") from None
-    rest = text[i + 1:].strip()
-    if rest:
-        raise ImportFilesError(f"{path}: line {line_at(i)}: data after the end of the JSON array")
 
 
 def _records(raw: Iterator[tuple]) -> Iterator[tuple[int, dict | None, str | None]]:
@@ -135,10 +64,8 @@ def _records(raw: Iterator[tuple]) -> Iterator[tuple[int, dict | None, str | Non
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """Every record of one file, as (line or row, record or None, reason or None)."""
-    if ingest.data_suffix(path) == ".json":
-        return read_json(path)
-    return _records(ingest.read_raw(path, PARQUET_BATCH))  # .jsonl, .csv, .parquet
+    """Every record of one file, as (line, or row or array element, record or None, reason or None)."""
+    return _records(ingest.read_raw(path, PARQUET_BATCH))
 
 
 # -- fields of a record -----------------------------------------------------------------------------
