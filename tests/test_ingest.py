@@ -229,6 +229,52 @@ def test_json_files_that_are_not_arrays(tmp_path):
         [str(bad_bytes), 2, "undecodable bytes"]]
 
 
+def test_a_lone_surrogate_is_quarantined_naming_its_field(tmp_path):
+    """JSON text may escape half a UTF-16 pair (JavaScript writes a string cut inside an emoji so).
+    No Parquet file can hold one, so its record is quarantined with the field that holds it, in
+    JSONL and JSON arrays, for ingest and label imports alike; a whole pair is its character."""
+    from rlhf import comparisons, demonstrations
+
+    records = [r'{"prompt_id": "p1", "user_id": "u", "prompt": "Cut \ud83d here"}',
+               r'{"prompt_id": "p2", "user_id": "u", "prompt": "Whole \ud83d\ude00 pair"}',
+               r'{"prompt_id": "p3", "user_id": "u", "messages": [{"role": "user", "content": "x\uDC80"}]}',
+               r'{"prompt_id": "p4", "user_id": "u", "prompt": "ok", "meta": {"\ud800k": 1}}']
+    reasons = ["field 'prompt': lone UTF-16 surrogate \\ud83d at character 4",
+               "field 'messages[0].content': lone UTF-16 surrogate \\udc80 at character 1",
+               "field 'meta.\\ud800k': lone UTF-16 surrogate in the field's name"]
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("\n".join(records) + "\n")
+    array = tmp_path / "array.json"
+    array.write_text("[" + ",\n".join(records) + "]")
+    for path in (lines, array):
+        _, splits, q = run(tmp_path / path.stem, [path], max_quarantine_fraction=0.9)
+        assert all_rows(splits).prompt.tolist() == ["Whole \U0001F600 pair"]
+        assert q[["line", "reason"]].values.tolist() == [[1, reasons[0]], [3, reasons[1]], [4, reasons[2]]]
+        assert "\\ud83d" in q.raw[0]  # the raw text keeps the escape
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(r'{"prompt": "Say \ud83d", "response": "hi"}' + "\n" + '{"prompt": "Say hi", "response": "hi"}\n')
+    result = demonstrations.from_files(demos)
+    assert result.rows.prompt.tolist() == ["Say hi"]
+    assert result.quarantine.reason.tolist() == ["field 'prompt': lone UTF-16 surrogate \\ud83d at character 4"]
+    result.rows.to_parquet(tmp_path / "demos.parquet")
+    # JSON in a CSV cell: a message list (demonstrations) and a list of responses (rankings)
+    cells = tmp_path / "cells.csv"
+    pd.DataFrame([{"messages": r'[{"role": "user", "content": "Hi \ud83d"}, {"role": "assistant", "content": "yo"}]'},
+                  {"messages": r'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "yo"}]'}]
+                 ).to_csv(cells, index=False)
+    result = demonstrations.from_files(cells)
+    assert result.rows.prompt.tolist() == ["Hi"]
+    assert result.quarantine.reason.tolist() == ["field 'messages[0].content': lone UTF-16 surrogate \\ud83d at "
+                                                 "character 3"]
+    ranked = tmp_path / "ranked.csv"
+    pd.DataFrame([{"prompt": "Name a fruit", "responses": r'["pear \udc00", "apple"]', "ranks": "[2, 1]"},
+                  {"prompt": "Name a fruit", "responses": r'["pear", "apple"]', "ranks": "[2, 1]"}]
+                 ).to_csv(ranked, index=False)
+    result = comparisons.from_files(ranked)
+    assert len(result.rows) == 1
+    assert result.quarantine.reason.tolist() == ["field 'responses[0]': lone UTF-16 surrogate \\udc00 at character 5"]
+
+
 @pytest.mark.parametrize("text, where", [
     ('[{"prompt": "a"},\n {"prompt": ', r"after record 1\): line 2 column 13: Expecting value"),
     ('[{"prompt": "a"} {"prompt": "b"}]', r"after record 1\): line 1 column 18: expected ',' or ']' after record 1"),

@@ -48,7 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf import label_files, messages
+from rlhf import jsontext, label_files, messages
 from rlhf.config import ComparisonsConfig
 from rlhf.hashing import prompt_role_mask, unit_hash
 from rlhf.train import set_seed
@@ -241,6 +241,9 @@ def _as_list(value: Any, name: str) -> tuple[list | None, str | None]:
             value = json.loads(value)
         except json.JSONDecodeError:
             return None, f"field '{name}': not a JSON list"
+        lone = jsontext.lone_surrogate(value, name)
+        if lone:
+            return None, lone
     if value is None:
         return None, f"field '{name}': missing"
     if not isinstance(value, (list, tuple)):

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf import messages, pii
+from rlhf import jsontext, messages, pii
 from rlhf.hashing import unit_hash
 from rlhf.config import IngestConfig
 
@@ -151,10 +151,19 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]
             except json.JSONDecodeError as e:
                 yield n, None, f"invalid JSON: {e.msg} at column {e.colno}", text
                 continue
-            if not isinstance(rec, dict):
-                yield n, None, f"expected a JSON object, got {type(rec).__name__}", text
-                continue
-            yield n, rec, None, text
+            yield _json_record(n, rec, text, "a JSON object", decoded_strictly=True)
+
+
+def _json_record(n: int, rec: object, raw: str, expected: str,
+                 decoded_strictly: bool = False) -> tuple[int, dict | None, str | None, str]:
+    """A reader's (n, record or None, reason or None, raw text) for a parsed JSON value `rec` whose
+    text is `raw` (decoded with surrogateescape, unless `decoded_strictly`)."""
+    if not decoded_strictly and _UNDECODABLE.search(raw):
+        return n, None, "undecodable bytes", raw.encode("utf-8", "replace").decode("utf-8", "replace")
+    if not isinstance(rec, dict):
+        return n, None, f"expected {expected}, got {type(rec).__name__}", raw
+    lone = jsontext.SURROGATE_ESCAPE.search(raw) and jsontext.lone_surrogate(rec)
+    return (n, None, lone, raw) if lone else (n, rec, None, raw)
 
 
 class _JsonText:
@@ -213,13 +222,6 @@ class _JsonText:
         self.buf = self.buf[i:]
         return 0
 
-
-def _json_record(n: int, rec: object, raw: str, expected: str) -> tuple[int, dict | None, str | None, str]:
-    if _UNDECODABLE.search(raw):
-        return n, None, "undecodable bytes", raw.encode("utf-8", "replace").decode("utf-8", "replace")
-    if not isinstance(rec, dict):
-        return n, None, f"expected {expected}, got {type(rec).__name__}", raw
-    return n, rec, None, raw
 
 
 def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:

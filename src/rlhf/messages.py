@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from rlhf import jsontext
+
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant"}
 
 
@@ -50,6 +52,9 @@ def read(value: Any, name: str) -> tuple[list[Message] | None, str | None]:
             value = json.loads(value)
         except json.JSONDecodeError:
             return None, f"field '{name}': not a message list"
+        lone = jsontext.lone_surrogate(value, name)
+        if lone:
+            return None, lone
     if not isinstance(value, list):
         return None, f"field '{name}': wrong type {type(value).__name__}"
     out = []
