@@ -125,7 +125,8 @@ def main() -> None:
     p.add_argument("--prompts", type=Path, required=True, help="folder of test.parquet prompts")
     p.add_argument("--demonstrations", type=Path, required=True,
                    help="folder of train.parquet demonstrations: the prompted base's examples on a user's own prompts")
-    p.add_argument("--corpus", type=Path, required=True, help="pretraining corpus (JSONL): its held-out documents")
+    p.add_argument("--corpus", type=Path, nargs="+", required=True,
+                   help="pretraining corpus files and folders: their held-out documents")
     p.add_argument("--ppo-curves", type=Path, required=True, help="folder of the PPO stages' <variant>.csv curves")
     p.add_argument("--calibration", type=Path, required=True, help="the reward model's calibration CSV")
     p.add_argument("--plots", type=Path, required=True, help="folder for PNG plots")

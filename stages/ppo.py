@@ -44,7 +44,8 @@ def main() -> None:
     p.add_argument("--sft", type=Path, required=True, help="HF-format SFT model (policy and reference)")
     p.add_argument("--rm", type=Path, required=True, help="HF-format reward model (reward and value model)")
     p.add_argument("--prompts", type=Path, required=True, help="folder of train.parquet prompts")
-    p.add_argument("--corpus", type=Path, required=True, help="pretraining corpus (JSONL) for the ptx term")
+    p.add_argument("--corpus", type=Path, nargs="+", required=True,
+                   help="pretraining corpus files and folders, for the ptx term")
     p.add_argument("--out", type=Path, required=True, help="folder for the HF-format policy")
     p.add_argument("--curves", required=True, help="CSV of the per-iteration curves (a DVC plot)")
     p.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable training state")

@@ -19,7 +19,8 @@ SECTIONS = ("pretrain",)
 
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
-    p.add_argument("--corpus", type=Path, required=True, help="pretraining corpus (JSONL)")
+    p.add_argument("--corpus", type=Path, nargs="+", required=True,
+                   help="pretraining corpus files and folders (the synthesized corpus and data/import/corpus)")
     p.add_argument("--out", type=Path, required=True, help="folder for the HF-format base model")
     p.add_argument("--curves", required=True, help="CSV of the training curves (a DVC plot)")
     p.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable training state")

@@ -4,6 +4,7 @@ one MLflow parent run with ten children, loadable checkpoints; then a one-key pa
 only the stages that read it and what follows them."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -214,7 +215,9 @@ def own_data(root: Path) -> list[str]:
 
 @pytest.mark.slow(seconds=170)
 def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
-    """Bring your own data and model, as README says: `world.n_users: 0` (no world prompts), prompt
+    """Bring your own data and model, as README says: `world.n_users: 0` (no world prompts) and
+    `world.corpus_docs: 0` (no world text: the pretraining corpus is the user's own Parquet file in
+    data/import/corpus, which PPO-ptx and evaluation's held-out LM loss read), prompt
     logs in data/incoming, imported demonstrations and rankings with held-out shares, SFT selected
     by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
     and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
@@ -229,7 +232,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
 
     from rlhf import models, reward
 
-    overrides = {"world": TINY["world"] | {"n_users": 0}, "pretrain": TINY["pretrain"] | {"base": "data/import/base"},
+    overrides = {"world": TINY["world"] | {"n_users": 0, "corpus_docs": 0},
+                 "pretrain": TINY["pretrain"] | {"base": "data/import/base"},
                  "demonstrations": {"source": "import", "import_val_fraction": 0.2},
                  "comparisons": TINY["comparisons"] | {"source": "import", "import_val_fraction": 0.2},
                  "sft": TINY["sft"] | {"select_by": "val_loss"},
@@ -245,8 +249,11 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
                              capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
 
-    repro("synthesize")  # the corpus the checkpoint is trained on, as a hub model was on its own
-    texts = [json.loads(line)["text"] for line in (root / "data" / "raw" / "corpus.jsonl").read_text().splitlines()]
+    import random
+
+    texts = world.generate_corpus(random.Random(1), 300)  # the user's own text; the checkpoint was trained on it
+    own_corpus = root / "data" / "import" / "corpus" / "own.parquet"
+    pd.DataFrame({"text": texts, "url": "https://example.com"}).to_parquet(own_corpus)
     tok = models.train_tokenizer(texts + prompts, 400)
     # as Llama's: a BOS token of its own before every text, no pad token
     tok.bos_token, tok.pad_token = models.PAD, None
@@ -265,6 +272,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     ingest = json.loads((root / "metrics" / "ingest.json").read_text())
     assert ingest["ingest/quarantined"] == 0 and ingest["ingest/pii/email"] == 1
     assert not split.prompt.str.contains("jane.doe@example.com").any()
+    assert json.loads((root / "metrics" / "synthesize.json").read_text())["synthesize/corpus_docs"] == 0
+    assert math.isfinite(json.loads((root / "metrics" / "ppo_ptx.json").read_text())["ppo/ptx_loss"])
     for name in ("base", "sft", "ppo/ptx"):
         assert json.loads((root / "models" / name / "config.json").read_text())["model_type"] == "llama", name
     rm = reward.load(root / "models" / "rm")
@@ -281,6 +290,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     assert "sft/val_loss" in sft and not [k for k in sft if "gold" in k]
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
     assert "eval/ppo_ptx/kl_to_sft" in evaluation and "eval/ppo_ptx/win_rate_vs_sft_rm" in evaluation
+    assert evaluation["eval/heldout_lm_tokens"] > 0  # 5% of the user's 300 documents: there is no other text
     # the gold labeler cannot judge own prompts: no gold figure, no gold plot; the RM judges, the gate too
     assert evaluation["eval/gold_prompts"] == 0 and not [k for k in evaluation if "gold_score" in k]
     assert not [k for k in evaluation if k.endswith(("win_rate_vs_sft", "win_rate_vs_prompted_base"))]

@@ -233,3 +233,41 @@ def test_lm_loss_by_length_equals_one_pass_and_reads_less_padding():
             torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
         parts = [p.tolist() for p in torch.tensor(lengths).tensor_split(groups) if len(p)]
         assert widths == [p[0] for p in parts]  # each pass as wide as its longest row
+
+
+def test_the_corpus_is_read_from_files_and_folders_of_any_data_type(tmp_path):
+    """The synthesized JSONL and a folder of one's own text (gzipped JSONL, a JSON array, CSV,
+    Parquet; its README left out) give every document's `text` in order; a bad record fails naming
+    its file, place and field."""
+    import gzip
+    import json
+
+    import pandas as pd
+
+    from rlhf import data
+
+    (tmp_path / "world.jsonl").write_text('{"text": "w1"}\n\n{"text": "w2"}\n')
+    own = tmp_path / "own"
+    (own / "sub").mkdir(parents=True)
+    (own / "a.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a1", "url": "x"}\n'))
+    (own / "b.json").write_text(json.dumps([{"text": "b1"}, {"text": "b2"}]))
+    (own / "c.csv").write_text("text,meta\nc1,1\n")
+    pd.DataFrame({"text": ["d1", "d2"]}).to_parquet(own / "sub" / "d.parquet")
+    (own / "README.md").write_text("left out")
+    assert data.read_corpus([tmp_path / "world.jsonl", own]) == ["w1", "w2", "a1", "b1", "b2", "c1", "d1", "d2"]
+    assert data.read_corpus(tmp_path / "world.jsonl") == ["w1", "w2"]
+    (own / "e.json").write_text(json.dumps([{"text": "e1"}, {"body": "e2"}]))
+    with pytest.raises(ValueError, match=r"e\.json: record 2: field 'text': missing"):
+        data.read_corpus([own])
+    (own / "e.json").write_text('[{"text": 3}]')
+    with pytest.raises(ValueError, match=r"e\.json: record 1: field 'text': wrong type int"):
+        data.read_corpus([own])
+    (own / "e.json").unlink()
+    (own / "f.jsonl").write_text('{"text": "f1"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"f\.jsonl: line 2: invalid JSON"):
+        data.read_corpus([own])
+    with pytest.raises(ValueError, match=r"notes\.txt: not a corpus file type"):
+        (tmp_path / "notes.txt").write_text("x")
+        data.read_corpus([tmp_path / "notes.txt"])
+    with pytest.raises(ValueError, match=r"missing: no such corpus file or folder"):
+        data.read_corpus([tmp_path / "missing"])

@@ -75,7 +75,7 @@ class WorldConfig:
     n_shards: int
     """JSONL shard files the raw prompt logs are written as."""
     corpus_docs: int
-    """Documents in the pretraining corpus."""
+    """Documents in the world's pretraining corpus; 0: none, for a corpus of one's own in data/import/corpus."""
     pii_rate: float
     """Share of customer prompts into which personal data is pasted."""
 

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from rlhf import ingest
 from rlhf.losses import IGNORE
 from rlhf.models import format_prompt
 
 
-def read_corpus(path: str | Path) -> list[str]:
-    """Documents of a JSONL corpus (one {"text": ...} per line)."""
-    docs = []
-    with Path(path).open() as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}: line {n}: field 'text': {e!r}") from None
+def read_corpus(paths: Path | list[Path]) -> list[str]:
+    """The `text` of every record of the corpus files, and of the data files under corpus folders
+    (JSONL, JSON arrays, CSV, Parquet; the first three gzipped too; other files there, such as a
+    README, are left out), in order. A record that is not an object with a string `text` fails,
+    naming its file, line (row, record) and field: a corpus has no quarantine."""
+    docs: list[str] = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"{path}: no such corpus file or folder")
+        if path.is_file() and not ingest.is_data_file(path):
+            raise ValueError(f"{path}: not a corpus file type ({ingest.file_types()})")
+        files = [path] if path.is_file() else [f for f in ingest.folder_files(path) if ingest.is_data_file(f)]
+        for f in files:
+            for n, rec, reason, _ in ingest.read_checked(f, ingest.read_raw(f, 10_000), ValueError):
+                if rec is not None:
+                    text = rec.get("text")
+                    reason = None if isinstance(text, str) else (
+                        "field 'text': missing" if text is None else f"field 'text': wrong type {type(text).__name__}")
+                if reason:
+                    raise ValueError(f"{f}: {ingest.place(f, n)}: {reason}")
+                docs.append(text)
     return docs
 
 

@@ -51,7 +51,7 @@ JSON_CHUNK = 1 << 20  # bytes of a .json file read at a time
 _JSON_DECODER = json.JSONDecoder()
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")  # bytes that are not UTF-8, decoded with surrogateescape
-_UNITS = {"PARQUET": "row", "JSON": "record"}  # what a reader's numbers count, where not lines
+_UNITS = {".parquet": "row", ".json": "record"}  # what a reader's numbers count, where not lines
 _TRANSCRIPT = re.compile(r"(?:^|\n\n)Human:\s*(.*?)(?=\n\nAssistant:|\Z)", re.S)
 
 
@@ -125,10 +125,15 @@ def read_checked(path: Path, records: Iterator[tuple], error: type[Exception]) -
             n = item[0]
             yield item
     except READ_ERRORS as e:
-        kind = data_suffix(path)[1:].upper()
-        where = f"after {_UNITS.get(kind, 'line')} {n}" if n else "at its start"
-        kind += " (gzipped)" if path.name.endswith(".gz") else ""
+        kind = data_suffix(path)[1:].upper() + (" (gzipped)" if path.name.endswith(".gz") else "")
+        where = f"after {place(path, n)}" if n else "at its start"
         raise error(f"{path}: cannot be read as {kind} ({where}): {e}") from None
+
+
+def place(path: Path, n: int) -> str:
+    """What a reader's number `n` is in `path`: "line 3", "row 3" of a Parquet file, "record 3" of a
+    JSON array (or of JSONL under a .json name, where it is the line)."""
+    return f"{_UNITS.get(data_suffix(path), 'line')} {n}"
 
 
 def open_bytes(path: Path) -> BinaryIO:

@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 # what a pipeline run needs: the graph, the code its stages run, and the folders dvc.yaml depends on
-# (incoming prompts, imported demonstrations and rankings, an imported base checkpoint), each kept in
-# git by its README
+# (incoming prompts, imported demonstrations and rankings, an imported base checkpoint, a corpus of
+# one's own), each kept in git by its README
 PROJECT_FILES = ("dvc.yaml", "stages", "src", "flows", "data/incoming/README.md",
                  "data/import/demonstrations/README.md", "data/import/comparisons/README.md",
-                 "data/import/base/README.md")
+                 "data/import/base/README.md", "data/import/corpus/README.md")
 
 
 def scratch_copy(src_root: str | Path, dst: str | Path,
