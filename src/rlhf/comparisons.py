@@ -237,13 +237,9 @@ def rank_all(table: pd.DataFrame, noise: float, rng: random.Random) -> pd.DataFr
 def _as_list(value: Any, name: str) -> tuple[list | None, str | None]:
     """A list field; in CSV a JSON list in a cell."""
     if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None, f"field '{name}': not a JSON list"
-        lone = jsontext.lone_surrogate(value, name)
-        if lone:
-            return None, lone
+        value, reason = jsontext.loads_cell(value, name, "a JSON list")
+        if reason:
+            return None, reason
     if value is None:
         return None, f"field '{name}': missing"
     if not isinstance(value, (list, tuple)):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how JSON text writes a UTF-16 surrogate
@@ -33,3 +34,14 @@ def lone_surrogate(value: object, where: str = "") -> str | None:
             if found:
                 return found
     return None
+
+
+def loads_cell(text: str, name: str, what: str) -> tuple[object, str | None]:
+    """The JSON in a CSV cell of field `name`, and None; or None and the reason it cannot be used:
+    it is not JSON (so not `what`, say "a message list"), or it holds a lone surrogate."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None, f"field '{name}': not {what}"
+    lone = lone_surrogate(value, name)
+    return (None, lone) if lone else (value, None)

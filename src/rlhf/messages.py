@@ -48,13 +48,9 @@ def read(value: Any, name: str) -> tuple[list[Message] | None, str | None]:
     content a string or text parts; ShareGPT from/value; JSON in a CSV cell), in order; system and
     other roles are left out. Or the reason it is not one."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None, f"field '{name}': not a message list"
-        lone = jsontext.lone_surrogate(value, name)
-        if lone:
-            return None, lone
+        value, reason = jsontext.loads_cell(value, name, "a message list")
+        if reason:
+            return None, reason
     if not isinstance(value, list):
         return None, f"field '{name}': wrong type {type(value).__name__}"
     out = []
