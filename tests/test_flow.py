@@ -245,6 +245,39 @@ def test_summary_gives_the_reward_models_figures_with_gold_where_known():
     assert line == "Reward model (metrics/reward_model.json): 0.7000 of the val pairs ranked as the labeler did"
 
 
+def test_the_summary_imports_no_torch():
+    """The summary's policy titles come from rlhf.evaluation, which imported torch (2.3 s) for a
+    function the flow never calls, at the end of every `make run`."""
+    code = ("import sys\nfrom flows.pipeline import summary\n"
+            "summary({'stages': {}, 'headline': {'eval/sft/rm_score': 0.0}, 'parent_run_id': 'r', 'experiment': 'e'})\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the warm process runs on Linux only")
+def test_early_start_begins_the_warm_process_and_mlflow_before_the_flow_which_uses_them(tmp_path, monkeypatch):
+    """`python -m flows.pipeline run` starts the warm process and opens MLflow's store before
+    Prefect starts its temporary server; the flow inside uses that process, starting no second one."""
+    from flows import pipeline as fp
+    from rlhf import config, prefork
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(fp, "gpus", lambda: [])
+    cfg = config.load_all(ROOT / "params.yaml")
+    with fp.early_start(cfg, tmp_path):
+        early = dict(fp._STARTED_EARLY)
+        assert os.path.exists(early[prefork.ENV])
+        with fp.warm_start(True) as warm:
+            assert warm == early
+        assert tracking.last_pipeline_run(cfg["common"].experiment, tmp_path) is None  # waits for the store
+        assert tracking._client(tmp_path).get_experiment_by_name(cfg["common"].experiment) is not None
+    assert not fp._STARTED_EARLY and not os.path.exists(early[prefork.ENV])
+    with fp.warm_start(False) as warm:  # outside it, the flow decides for itself again
+        assert warm == {}
+
+
 @pytest.mark.parametrize("given, expected", [(None, 120.0), ("7", 7.0)])
 def test_the_temporary_server_gets_time_to_start_unless_told_otherwise(given, expected):
     """Prefect's 20 s default for its temporary server to come up was too short for a first run on a

@@ -199,6 +199,18 @@ def test_the_server_context_starts_and_stops_the_server(tmp_path):
         os.kill(server_pid, 0)
 
 
+def test_the_server_exits_without_the_interpreters_teardown(tmp_path):
+    """`main` (what `server` runs) leaves at once after SIGTERM, with status 0: tearing down an
+    interpreter that imported torch & co. took 3.4 s, which the flow waited for at its end."""
+    path, mark = str(tmp_path / "s.sock"), tmp_path / "teardown"
+    code = (f"import atexit, sys; from rlhf import prefork; atexit.register(open, {str(mark)!r}, 'w'); "
+            "prefork.serve = lambda path, preload=(): open(path, 'w').close() or print('served'); "
+            "prefork.main(sys.argv[1])")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == "served\n", out.stderr
+    assert not mark.exists()  # atexit handlers are the teardown's: they did not run
+
+
 FAULTS = textwrap.dedent("""\
     import resource, sys
     from rlhf import startup

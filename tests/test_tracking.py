@@ -138,6 +138,21 @@ def test_cached_stage_points_at_its_source_run(project):
     assert [a.path for a in source.client.list_artifacts(cached, "metrics")] == ["metrics/sft.json"]
 
 
+def test_open_early_opens_the_store_in_a_thread_and_the_next_call_waits_for_it(project):
+    tracking.open_early("exp")
+    assert tracking.last_pipeline_run("exp") is None  # no race with the thread for MLflow's store
+    assert not tracking._opening.is_alive()
+    assert tracking._client().get_experiment_by_name("exp") is not None
+
+
+def test_open_early_leaves_a_failure_to_the_next_call(project, monkeypatch, capfd):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'dvc.yaml' / 'mlflow.db'}")  # under a file
+    tracking.open_early("exp")  # raises nothing, here or in its thread
+    with pytest.raises(Exception, match="dvc.yaml"):
+        tracking.last_pipeline_run("exp")
+    assert "Exception in thread" not in capfd.readouterr().err
+
+
 def test_default_tracking_uri_is_sqlite_at_project_root(project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     (project / "sub").mkdir()

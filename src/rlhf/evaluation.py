@@ -9,7 +9,6 @@ import re
 from collections import defaultdict
 
 from rlhf import world
-from rlhf.models import format_prompt
 
 
 def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
@@ -65,6 +64,8 @@ def few_shot_prefix(k: int, seed: int = 0, demonstrations: list[tuple[str, str]]
         rng.shuffle(families)
         shots = [(prompt, world.gold_answer(prompt))
                  for prompt in (world.make_prompt(rng, family) for family in (families * k)[:k])]
+    from rlhf.models import format_prompt  # here: the rest of the module needs no torch (the flow reads TITLES)
+
     return "".join(f"{format_prompt(prompt)} {answer}\n\n" for prompt, answer in shots)
 
 

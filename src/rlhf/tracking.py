@@ -12,6 +12,7 @@ import json
 import math
 import os
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,8 +43,34 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
 
 
+_opening: threading.Thread | None = None  # open_early's thread, while it runs
+
+
+def open_early(experiment: str, root: str | Path | None = None) -> None:
+    """Import MLflow and open the project's store and `experiment` (creating the store's tables and
+    the experiment on a first run) in a thread, for a caller with other waiting to do: the flow
+    calls it before Prefect starts its temporary server, which took 7 s of MLflow's first tables
+    off the flow's start (EPYC). This module's next call waits for the thread; a failure is left
+    for that call to meet and report."""
+    global _opening
+    root = project_root(root)
+
+    def open_store() -> None:
+        try:
+            _experiment_id(_client(root), experiment, root)
+        except Exception:  # noqa: BLE001 (the caller's own first call raises it, with its context)
+            pass
+
+    _opening = threading.Thread(target=open_store, name="mlflow-open-early", daemon=True)
+    _opening.start()
+
+
 def _client(root: Path | None = None):
     import logging
+
+    opening = _opening
+    if opening is not None and opening is not threading.current_thread():
+        opening.join()  # one store per process: MLflow caches it by URI, unlocked
 
     from mlflow.tracking import MlflowClient
 
