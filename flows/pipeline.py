@@ -151,10 +151,19 @@ def warm_start(enabled: bool) -> Iterator[dict[str, str]]:
 @contextmanager
 def early_start(cfg: dict, root: Path) -> Iterator[None]:
     """What the flow waits for at its start, begun before it, while Prefect starts its temporary
-    server (8 s; 18 s on a fresh clone's database): the warm process's imports (`warm_start`) and
-    MLflow's store (`tracking.open_early`). `python -m flows.pipeline run` wraps the flow in it; a
-    served flow starts both itself."""
-    tracking.open_early(cfg["common"].experiment, root)
+    server (8 s; 18 s on a fresh clone's database): the warm process's imports (`warm_start`) and,
+    where the flow will start that server (no `PREFECT_API_URL`), MLflow's store
+    (`tracking.open_early`). `python -m flows.pipeline run` wraps the flow in it; a served flow
+    starts the warm process itself."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        # the server's modules first, here: the flow imports them as it starts the server (sqlalchemy,
+        # pydantic, opentelemetry among them, 3.2 s), and MLflow's thread imports the same packages;
+        # two threads importing one package at once can meet a partly initialised module
+        import prefect.server.api.server  # noqa: F401
+
+        tracking.open_early(cfg["common"].experiment, root)
     with warm_start(cfg["flow"].prefork) as warm:
         _STARTED_EARLY.update(warm)
         try:

@@ -278,6 +278,32 @@ def test_early_start_begins_the_warm_process_and_mlflow_before_the_flow_which_us
         assert warm == {}
 
 
+@pytest.mark.parametrize("api_url", [None, "http://127.0.0.1:4200/api"])
+def test_mlflow_opens_early_only_for_a_temporary_server_and_after_its_imports(api_url):
+    """MLflow's thread overlaps the temporary server's start, and starts only once the flow's process
+    has imported what that start imports (MLflow imports many of the same packages); with a server of
+    one's own there is no start to overlap, and nothing is opened early. In a fresh interpreter."""
+    code = textwrap.dedent("""\
+        import dataclasses, sys
+        from flows import pipeline as fp
+        from rlhf import config, tracking
+        calls = []
+        tracking.open_early = lambda experiment, root: calls.append("prefect.server.api.server" in sys.modules)
+        cfg = config.load_all("params.yaml")
+        cfg = {**cfg, "flow": dataclasses.replace(cfg["flow"], prefork=False)}
+        before = "prefect.server.api.server" in sys.modules
+        with fp.early_start(cfg, fp.Path(".")):
+            pass
+        print(before, calls)
+        """)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == ("False []" if api_url else "False [True]")
+
+
 @pytest.mark.parametrize("given, expected", [(None, 120.0), ("7", 7.0)])
 def test_the_temporary_server_gets_time_to_start_unless_told_otherwise(given, expected):
     """Prefect's 20 s default for its temporary server to come up was too short for a first run on a
