@@ -259,14 +259,17 @@ def test_the_summary_imports_no_torch():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the warm process runs on Linux only")
 def test_early_start_begins_the_warm_process_and_mlflow_before_the_flow_which_uses_them(tmp_path, monkeypatch):
     """`python -m flows.pipeline run` starts the warm process and opens MLflow's store before
-    Prefect starts its temporary server; the flow inside uses that process, starting no second one."""
+    Prefect starts its temporary server; the flow inside uses that process, starting no second one.
+    (No `PREFECT_API_URL`, as in `make run`: the `harness` fixture sets one in this worker.)"""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows import pipeline as fp
     from rlhf import config, prefork
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(fp, "gpus", lambda: [])
     cfg = config.load_all(ROOT / "params.yaml")
-    with fp.early_start(cfg, tmp_path):
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), fp.early_start(cfg, tmp_path):
         early = dict(fp._STARTED_EARLY)
         assert os.path.exists(early[prefork.ENV])
         with fp.warm_start(True) as warm:
