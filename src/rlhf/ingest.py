@@ -228,7 +228,6 @@ class _JsonText:
         return 0
 
 
-
 def read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
     """A .json file: an array of records, each numbered by its place in the array (as a Parquet
     file's rows are: a compact array is all one line), one JSON object, or JSONL under a .json name
