@@ -167,7 +167,7 @@ def test_each_quarantine_reason_with_file_and_line(tmp_path):
     rows = write_csv(tmp_path / "rows.csv", [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": ""}])
     with rows.open("a") as f:
         f.write("d,e,f\n")                                                           # line 4: extra cell
-    table = write_parquet(tmp_path / "t.parquet", [{"prompt": "a", "response": "b"}, {"prompt": None, "response": "b"}])
+    write_parquet(tmp_path / "t.parquet", [{"prompt": "a", "response": "b"}, {"prompt": None, "response": "b"}])
     result = demos.from_files(tmp_path)
     q = result.quarantine
     assert list(q.columns) == ["file", "line", "reason"]  # never the raw text
