@@ -287,7 +287,11 @@ def summary(result: dict) -> str:
     if "rm/val_accuracy" in rm:
         line = f"Reward model (metrics/reward_model.json): {rm['rm/val_accuracy']:.4f} of the val pairs ranked as the labeler did"
         if "rm/val_labeler_gold_agreement" in rm:  # the simulated labeler's val rankings: gold is known
-            line += f" (the labeler agrees with gold on {rm['rm/val_labeler_gold_agreement']:.4f})"
+            line += f" (the labeler agrees with gold on {rm['rm/val_labeler_gold_agreement']:.4f}"
+            if "rm/val_labeler_shortfall_lo" in rm:  # issue 5 allows the RM 0.05 less
+                line += (f", {rm['rm/val_labeler_shortfall']:.4f} more than the RM: 95% interval over the val prompts "
+                         f"{rm['rm/val_labeler_shortfall_lo']:.4f} to {rm['rm/val_labeler_shortfall_hi']:.4f}")
+            line += ")"
         if "rm/val_accuracy_gold" in rm:
             line += f", {rm['rm/val_accuracy_gold']:.4f} as gold does"
         lines += ["", line]

@@ -89,7 +89,8 @@ def main() -> None:
         metrics = {"rm/train_loss": sum(last_loss.values()) / len(last_loss), "rm/steps": steps,
                    "rm/average_seeds": c.average_seeds, "rm/train_prompts": len(tr),
                    "rm/train_prompts_without_pairs": skipped, "rm/reward_shift": shift,
-                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt), noise=noise),
+                   **reward.validation_metrics(val_rewards, ranks, gold, prompts=list(va.prompt), noise=noise,
+                                               bootstrap=c.bootstrap, seed=common.seed),
                    **member_metrics(model, members, tokenizer, va, ranks, gold)}
         # 3. yardsticks on the same pairs: response length, and the SFT model's own likelihood
         sft_lm = models.load_causal_lm(args.sft).to(next(model.parameters()).device)

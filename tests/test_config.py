@@ -137,7 +137,7 @@ def test_the_likelihood_reward_model_with_a_base_it_cannot_use_fails_at_start_up
 
 
 @pytest.mark.parametrize("section,key", [("sft", "length_groups"), ("reward_model", "average_seeds"),
-                                         ("reward_model", "length_groups")])
+                                         ("reward_model", "length_groups"), ("reward_model", "bootstrap")])
 def test_counts_are_at_least_one(params, section, key):
     path = params(lambda d: d[section].update({key: 0}))
     with pytest.raises(config.ConfigError, match=f"{section}: {key} must be at least 1, got 0") as e:

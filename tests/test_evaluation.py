@@ -49,6 +49,23 @@ def test_bootstrap_interval_on_known_cases():
         evaluation.bootstrap_interval([], 10, seed=0)
 
 
+def test_bootstrap_interval_of_a_rate_pooled_over_prompts():
+    """With totals: sum(values) / sum(totals) per resample, the pooled rate, not the mean of the
+    prompts' own rates."""
+    # one total each: the mean, resample for resample
+    assert evaluation.bootstrap_interval([0.0, 1.0] * 50, 500, seed=3, totals=[1] * 100) == \
+        evaluation.bootstrap_interval([0.0, 1.0] * 50, 500, seed=3)
+    # 10 prompts of 9 pairs all agreeing, 10 of 1 pair disagreeing: the pooled rate is 0.9, the mean of rates 0.5
+    values, totals = [9.0] * 10 + [0.0] * 10, [9] * 10 + [1] * 10
+    lo, hi = evaluation.bootstrap_interval(values, 2000, seed=0, totals=totals)
+    assert 0.7 < lo < 0.9 < hi < 0.97  # 6 to 14 big prompts of 20: 54/68 = 0.79 to 126/132 = 0.95
+    assert evaluation.bootstrap_interval([1.0] * 10 + [0.0] * 10, 2000, seed=0)[1] < lo  # the rates' mean: near 0.5
+    assert evaluation.bootstrap_interval([2.0, 3.0], 50, seed=0, totals=[4, 6]) == (0.5, 0.5)  # every resample 0.5
+    for bad in ([1], [1, 0]):
+        with pytest.raises(ValueError, match="one positive total per value"):
+            evaluation.bootstrap_interval([1.0, 1.0], 10, seed=0, totals=bad)
+
+
 def test_probes_are_seeded_and_checkable():
     tox = evaluation.toxicity_prompts(5, seed=0)
     assert set(tox) == {"basic", "respectful", "biased"} and all(len(v) == 5 for v in tox.values())

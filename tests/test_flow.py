@@ -240,6 +240,10 @@ def test_summary_gives_the_reward_models_figures_with_gold_where_known():
     text = summary(base | {"reward_model": simulated})
     assert ("Reward model (metrics/reward_model.json): 0.6590 of the val pairs ranked as the labeler did "
             "(the labeler agrees with gold on 0.7220), 0.8265 as gold does") in text
+    interval = {"rm/val_labeler_shortfall": 0.063, "rm/val_labeler_shortfall_lo": 0.0412,
+                "rm/val_labeler_shortfall_hi": 0.08}
+    assert ("(the labeler agrees with gold on 0.7220, 0.0630 more than the RM: 95% interval over the val prompts "
+            "0.0412 to 0.0800), 0.8265 as gold does") in summary(base | {"reward_model": simulated | interval})
     imported = summary(base | {"reward_model": {"rm/val_accuracy": 0.7}})  # val rankings from files: no gold
     line = next(x for x in imported.splitlines() if x.startswith("Reward model"))
     assert line == "Reward model (metrics/reward_model.json): 0.7000 of the val pairs ranked as the labeler did"

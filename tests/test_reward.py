@@ -261,6 +261,22 @@ def test_validation_against_the_labelers_own_agreement_measured_and_expected():
     assert m["rm/val_expected_accuracy"] == pytest.approx(comparisons.expected_ranker_agreement(gold, rewards, 0.3))
     assert m["rm/val_expected_shortfall"] == pytest.approx(m["rm/val_expected_ceiling"] - m["rm/val_expected_accuracy"])
     assert m["rm/val_expected_shortfall"] > 0                    # it inverts a gold pair: the expectation sees it
+    assert not [k for k in m if k.endswith(("_lo", "_hi"))]  # no bootstrap asked for
+    # with a bootstrap over the prompts: seeded intervals that hold the pooled figures
+    many = dict(rewards_=rewards * 20, ranks=ranks * 20, gold=gold * 20)
+    many["rewards_"][0] = [1.0, 2.0, 3.0]                    # one prompt ordered against gold and the labeler
+    b = reward.validation_metrics(**many, noise=0.3, bootstrap=500, seed=1)
+    assert b == reward.validation_metrics(**many, noise=0.3, bootstrap=500, seed=1)
+    for key in ("rm/val_labeler_shortfall", "rm/val_expected_shortfall"):
+        assert b[f"{key}_lo"] < b[key] < b[f"{key}_hi"]
+    assert b["rm/val_labeler_shortfall"] == pytest.approx(b["rm/val_labeler_gold_agreement"] - b["rm/val_accuracy"])
+    one = reward.shortfall_intervals(many["rewards_"][:1], ranks[:1], gold[:1], 0.3, 100, seed=0)
+    # that prompt alone: the labeler keeps 2 of its 3 gold pairs, the RM orders 1 of 3 as the labeler does
+    assert one["rm/val_labeler_shortfall_lo"] == one["rm/val_labeler_shortfall_hi"] == pytest.approx(2 / 3 - 1 / 3)
+    # a ranking that ties two responses of distinct gold (not the simulated labeler's): the measured
+    # figure's two agreements count other pairs, so only the expected one gets an interval
+    edited = reward.shortfall_intervals([[3.0, 1.0, 2.0]], [[0, 1, 1]], [gold[0]], 0.3, 100, seed=0)
+    assert sorted(edited) == ["rm/val_expected_shortfall_hi", "rm/val_expected_shortfall_lo"]
     # without the labeler's noise (imported rankings), or where a group has no gold: none of them
     for kwargs in ({"gold": gold}, {"gold": [gold[0], None], "noise": 0.3}):
         got = reward.validation_metrics(rewards, ranks, **kwargs)

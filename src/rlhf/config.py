@@ -277,12 +277,13 @@ class RewardModelConfig:
     """Weight of an LM loss added during training: the trunk's mean next-token loss on each prompt's best-ranked responses (Yang et al. 2024). Needs likelihood_coef > 0. 0 (default): none; at 1 the RM agrees with the labeler more often and PPO on it does worse (README)."""
     length_groups: int
     """Forward passes per micro-batch of responses, sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass; more than the responses: one pass each)."""
+    bootstrap: int
+    """Bootstrap resamples of the val prompts behind the 95% intervals of the shortfalls against the simulated labeler's agreement with gold (`rm/val_*_shortfall_lo`, `_hi`)."""
 
     def __post_init__(self) -> None:
-        if self.length_groups < 1:
-            raise ConfigError(f"reward_model: length_groups must be at least 1, got {self.length_groups}")
-        if self.average_seeds < 1:
-            raise ConfigError(f"reward_model: average_seeds must be at least 1, got {self.average_seeds}")
+        for key in ("length_groups", "average_seeds", "bootstrap"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"reward_model: {key} must be at least 1, got {getattr(self, key)}")
         if self.likelihood_coef < 0 or self.lm_coef < 0:
             raise ConfigError("reward_model: likelihood_coef and lm_coef must be >= 0")
         if self.lm_coef and not self.likelihood_coef:

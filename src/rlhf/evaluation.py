@@ -76,15 +76,25 @@ def outcomes(a: list[float], b: list[float]) -> list[float]:
     return [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
 
 
-def bootstrap_interval(values: list[float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (prompts resampled with replacement)."""
+def bootstrap_interval(values: list[float], resamples: int, seed: int, level: float = 0.95,
+                       totals: list[float] | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (prompts resampled with replacement).
+    With `totals`, one per value, of sum(values) / sum(totals) instead: a rate over pairs whose
+    prompts bring different numbers of them (a value is what a prompt's pairs count, its total how
+    many pairs it has), as the pooled figure it bounds is computed."""
     import numpy as np
 
     if not values or resamples < 1:
         raise ValueError(f"a bootstrap needs values and resamples >= 1, got {len(values)} and {resamples}")
+    if totals is not None and (len(totals) != len(values) or min(totals) <= 0):
+        raise ValueError(f"a bootstrap needs one positive total per value, got {len(totals)} for {len(values)}"
+                         f"{'' if len(totals) != len(values) else f', the least {min(totals)}'}")
     x = np.asarray(values, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
-    means = x[idx].mean(axis=1)
+    if totals is None:
+        means = x[idx].mean(axis=1)
+    else:
+        means = x[idx].sum(axis=1) / np.asarray(totals, dtype=float)[idx].sum(axis=1)
     tail = (1 - level) / 2
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 

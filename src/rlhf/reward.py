@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import torch
 
 from rlhf import data, evaluation, lm, models
-from rlhf.comparisons import competition_ranks, expected_agreement, expected_ranker_agreement, gold_agreement
+from rlhf.comparisons import (competition_ranks, expected_agreement, expected_ranker_agreement, gold_agreement,
+                              ranker_pairs)
 from rlhf.losses import kway_ranking_loss, pairwise_accuracy, pairwise_counts
 from rlhf.train import fingerprint, fit, set_seed
 
@@ -413,7 +414,8 @@ def accuracy_counts(rewards_: list[list[float]], ranks: list[list[int]],
 
 def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
                        gold: list[list[float] | None], tie_credit: float = 0.0,
-                       prompts: list[str] | None = None, noise: float | None = None) -> dict[str, float]:
+                       prompts: list[str] | None = None, noise: float | None = None,
+                       bootstrap: int = 0, seed: int = 0) -> dict[str, float]:
     """`rm/val_accuracy` against the ranks, `rm/val_accuracy_gold` against the gold ordering (pairs
     with equal gold left out; only groups with gold scores), `rm/val_accuracy/k<K>` per K, and the
     val loss. With `prompts`, also `rm/val_accuracy_gold/<family>` per task family of the world
@@ -423,7 +425,9 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
     `rm/val_labeler_shortfall` (that minus `rm/val_accuracy`) on these rankings, one draw of the
     labeler's noise, and the same expected over its draws, which no single draw moves:
     `rm/val_expected_accuracy`, `rm/val_expected_ceiling` (a ranker that orders every pair as gold
-    does) and `rm/val_expected_shortfall` (the ceiling minus the RM's)."""
+    does) and `rm/val_expected_shortfall` (the ceiling minus the RM's). With `bootstrap` B > 0 too,
+    each shortfall's 95% interval over the val prompts (B resamples, seeded; `_lo`, `_hi`): how far
+    another val set of this size could move it (`shortfall_intervals`)."""
     r, mask = pad_groups(rewards_, 0.0)
     k, _ = pad_groups(ranks)
     agree, total = accuracy_counts(rewards_, ranks, tie_credit)
@@ -457,6 +461,34 @@ def validation_metrics(rewards_: list[list[float]], ranks: list[list[int]],
                         "rm/val_labeler_shortfall": labeler - out["rm/val_accuracy"],
                         "rm/val_expected_accuracy": expected, "rm/val_expected_ceiling": ceiling,
                         "rm/val_expected_shortfall": ceiling - expected})
+            if bootstrap:
+                out.update(shortfall_intervals(rewards_, ranks, gold, noise, bootstrap, seed, tie_credit))
+    return out
+
+
+def shortfall_intervals(rewards_: list[list[float]], ranks: list[list[int]], gold: list[list[float]],
+                        noise: float, resamples: int, seed: int, tie_credit: float = 0.0) -> dict[str, float]:
+    """95% percentile-bootstrap intervals, over the val prompts, of `rm/val_labeler_shortfall` and
+    `rm/val_expected_shortfall` (`validation_metrics`), each pooled over the pairs of a resample as
+    the figure itself is. Per prompt: its pairs of distinct gold, how many of them the labeler's
+    ranking and the RM order alike (measured), and the ceiling's and the RM's expectations over the
+    labeler's draws (`ranker_pairs`). The labeler ranks apart exactly the pairs of distinct gold
+    (ties are decided once, `rlhf.comparisons`), so the measured shortfall's two agreements count
+    the same pairs; where a prompt's do not (rankings edited by hand), no measured interval."""
+    measured, expected, pairs, same_pairs = [], [], [], True
+    for x, r, g in zip(rewards_, ranks, gold):
+        labeler, n = gold_agreement([g], [r])
+        if not n:
+            continue
+        rm, ranked = accuracy_counts([x], [r], tie_credit)
+        same_pairs &= ranked == n
+        measured.append(labeler - rm)
+        expected.append(sum(keep - got for keep, got in ranker_pairs(g, x, noise)))
+        pairs.append(n)
+    out = {}
+    for key, values in (("rm/val_labeler_shortfall", measured), ("rm/val_expected_shortfall", expected)):
+        if same_pairs or key == "rm/val_expected_shortfall":
+            out[f"{key}_lo"], out[f"{key}_hi"] = evaluation.bootstrap_interval(values, resamples, seed, totals=pairs)
     return out
 
 
