@@ -40,7 +40,8 @@ FLOW_NAME = "instructgpt-pipeline"
 HEADLINE_FILE = "evaluate"  # the stage whose metrics are the pipeline's headline figures
 # the reward model's figures the summary shows and the parent run records beside the headline
 REWARD_STAGE = "reward_model"
-REWARD_KEYS = ("rm/val_accuracy", "rm/val_labeler_gold_agreement", "rm/val_accuracy_gold")
+REWARD_KEYS = ("rm/val_accuracy", "rm/val_labeler_gold_agreement", "rm/val_accuracy_gold", "rm/val_labeler_shortfall",
+               "rm/val_labeler_shortfall_lo", "rm/val_labeler_shortfall_hi")
 PROMOTION_FILE = "reports/eval/promotion.json"  # the promotion gate's decision, written by evaluate
 HEADLINE_COLUMNS = {"gold_score": "gold", "win_rate_vs_sft": "win vs SFT", "win_rate_vs_prompted_base": "win vs base",
                     "rm_score": "RM score", "win_rate_vs_sft_rm": "RM win v SFT", "hallucination_rate": "hallucinate",

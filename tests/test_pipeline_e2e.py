@@ -144,6 +144,9 @@ def test_real_pipeline_end_to_end(tmp_path):
     for key in ("rm/val_labeler_shortfall", "rm/val_expected_shortfall"):  # 95% intervals over the val prompts,
         # which on this tiny val set may end on the figure itself, summed in another order
         assert rm_metrics[f"{key}_lo"] - 1e-12 <= rm_metrics[key] <= rm_metrics[f"{key}_hi"] + 1e-12
+    assert (f"{rm_metrics['rm/val_labeler_shortfall']:.4f} more than the RM: 95% interval over the val prompts "
+            f"{rm_metrics['rm/val_labeler_shortfall_lo']:.4f} to {rm_metrics['rm/val_labeler_shortfall_hi']:.4f}"
+            in first.stdout)
     # two members, weight-averaged: their own figures beside the average's, their curves one after the other
     assert rm_metrics["rm/average_seeds"] == 2
     assert rm_metrics["rm/members/val_accuracy_min"] <= rm_metrics["rm/members/val_accuracy_mean"] \
@@ -170,7 +173,8 @@ def test_real_pipeline_end_to_end(tmp_path):
             if k.data.tags[tracking.STAGE_TAG] in ("pretrain", "sft", "reward_model", "ppo@ptx", "ppo@plain"):
                 assert "model" in artifacts
         assert parent.data.metrics["eval/ppo_ptx/gold_score"] == evaluation["eval/ppo_ptx/gold_score"]
-        for key in ("rm/val_accuracy", "rm/val_accuracy_gold", "rm/val_labeler_gold_agreement"):
+        for key in ("rm/val_accuracy", "rm/val_accuracy_gold", "rm/val_labeler_gold_agreement",
+                    "rm/val_labeler_shortfall", "rm/val_labeler_shortfall_lo", "rm/val_labeler_shortfall_hi"):
             assert parent.data.metrics[key] == rm_metrics[key]
 
         # one ppo key: only the two ppo stages and evaluate rerun; the rest is up to date
