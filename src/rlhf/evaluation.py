@@ -87,8 +87,8 @@ def bootstrap_interval(values: list[float], resamples: int, seed: int, level: fl
     if not values or resamples < 1:
         raise ValueError(f"a bootstrap needs values and resamples >= 1, got {len(values)} and {resamples}")
     if totals is not None and (len(totals) != len(values) or min(totals) <= 0):
-        raise ValueError(f"a bootstrap needs one positive total per value, got {len(totals)} for {len(values)}"
-                         f"{'' if len(totals) != len(values) else f', the least {min(totals)}'}")
+        raise ValueError(f"a bootstrap needs one positive total per value, got {len(totals)} totals "
+                         f"(the least {min(totals, default=None)}) for {len(values)} values")
     x = np.asarray(values, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     if totals is None:

@@ -485,10 +485,10 @@ def shortfall_intervals(rewards_: list[list[float]], ranks: list[list[int]], gol
         measured.append(labeler - rm)
         expected.append(sum(keep - got for keep, got in ranker_pairs(g, x, noise)))
         pairs.append(n)
+    figures = {"rm/val_expected_shortfall": expected} | ({"rm/val_labeler_shortfall": measured} if same_pairs else {})
     out = {}
-    for key, values in (("rm/val_labeler_shortfall", measured), ("rm/val_expected_shortfall", expected)):
-        if same_pairs or key == "rm/val_expected_shortfall":
-            out[f"{key}_lo"], out[f"{key}_hi"] = evaluation.bootstrap_interval(values, resamples, seed, totals=pairs)
+    for key, values in figures.items():
+        out[f"{key}_lo"], out[f"{key}_hi"] = evaluation.bootstrap_interval(values, resamples, seed, totals=pairs)
     return out
 
 
