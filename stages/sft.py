@@ -74,7 +74,8 @@ def main() -> None:
                             lm.lm_loss_by_length(c.length_groups), steps=steps, lr=c.lr, warmup_steps=c.warmup_steps, grad_accum=c.grad_accum,
                             accel=accel, prefix="sft", on_step=lambda s, row: run.log_metrics(row, s),
                             eval_every=per_epoch * c.eval_every, on_eval=on_eval, checkpoint_dir=args.checkpoints,
-                            checkpoint_every=common.checkpoint_every, run_id=run_id, state=state)
+                            checkpoint_every=common.checkpoint_every, run_id=run_id, state=state,
+                            activation_checkpointing=c.activation_checkpointing)
         if cli.is_main_process():
             shutil.copytree(best_dir, args.out, dirs_exist_ok=True)
             shutil.rmtree(args.checkpoints)

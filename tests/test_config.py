@@ -50,6 +50,7 @@ def test_missing_key(params):
     ("sft", "lr", "1e-3", "1.0e-3"),                 # YAML 1.1 reads 1e-3 as a string
     ("common", "device", "tpu", "expected one of"),
     ("pretrain", "base", 3, "expected str"),
+    ("sft", "activation_checkpointing", "yes", "expected bool"),
 ])
 def test_wrong_type(params, section, key, value, expected):
     path = params(lambda d: d[section].update({key: value}))

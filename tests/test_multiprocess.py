@@ -1,7 +1,9 @@
 """Two CPU processes (torchrun, gloo) run pretrain, sft, reward_model and ppo (PPO-ptx) to completion as
 data-parallel ranks: all train, rank 0 alone writes the model, the metrics and the MLflow run, and
-the models load. The stage scripts run as dvc.yaml gives them, several to a process
-(tests/stage_chain.py) so that the imports are paid once per launch rather than once per stage."""
+the models load. sft, reward_model and ppo recompute their activations in the backward pass
+(`activation_checkpointing`), which DDP must carry too. The stage scripts run as dvc.yaml gives
+them, several to a process (tests/stage_chain.py) so that the imports are paid once per launch
+rather than once per stage."""
 
 import json
 import math
@@ -21,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
         "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
                      "steps": 12, "batch_size": 8},
-        "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8},
+        "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8,
+                "activation_checkpointing": True},
         "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
-        "reward_model": {"batch_size": 4, "average_seeds": 2, "length_groups": 3},
+        "reward_model": {"batch_size": 4, "average_seeds": 2, "length_groups": 3, "activation_checkpointing": True},
         "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
-                "ptx_batch_size": 2, "max_kl": 1000.0}}
+                "ptx_batch_size": 2, "max_kl": 1000.0, "activation_checkpointing": True}}
 TWO_RANKS = ("pretrain", "sft", "reward_model", "ppo")
 
 

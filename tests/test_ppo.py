@@ -339,6 +339,24 @@ def test_tiny_run_rm_score_rises_and_logs_every_metric(tok):
     assert {"prompt", "response", "rm_score", "kl"} <= set(tables[0][1][0])
 
 
+def test_activation_checkpointing_trains_the_same_policy_and_value_model(tok):
+    """ppo.activation_checkpointing: set on the two models PPO trains, not on the frozen reference
+    and reward model; the rollouts (sampled in eval mode, with the KV cache) and the trained
+    weights are those without it."""
+    runs = {}
+    for on in (False, True):
+        t = trainer(tok, ppo_config(activation_checkpointing=on))
+        history = t.train()
+        runs[on] = history, t.model.state_dict()
+    assert t.model.policy.is_activation_checkpointing and t.model.value_model.is_activation_checkpointing
+    assert not t.ref.is_activation_checkpointing and not t.rm.is_activation_checkpointing
+    (history, weights), (history_on, weights_on) = runs[False], runs[True]
+    for key in ("ppo/rm_score", "ppo/kl", "ppo/response_length", "ppo/loss/policy", "ppo/loss/value", "ppo/ptx_loss"):
+        assert [h[key] for h in history_on] == pytest.approx([h[key] for h in history], rel=1e-5, abs=1e-7), key
+    for k, v in weights.items():
+        torch.testing.assert_close(weights_on[k], v)
+
+
 def test_adaptive_kl_moves_beta(tok):
     t = trainer(tok, ppo_config(adaptive_kl=True, target_kl=1e-4, kl_horizon=10, kl_coef=0.05, max_kl=1e9))
     history = t.train()

@@ -570,6 +570,33 @@ def test_averaged_reward_model_is_the_mean_of_members_trained_with_successive_se
         torch.testing.assert_close(v, singles[0][k])
 
 
+@pytest.mark.parametrize("family", [None, *LIKELIHOOD_FAMILIES])  # None: the paper's head
+def test_activation_checkpointing_trains_the_same_reward_model(family, template_tok, tmp_path):
+    """reward_model.activation_checkpointing: the trunk's layers run again in each backward pass,
+    and the losses and the reward model trained are those without it."""
+    from rlhf import train
+
+    tok = template_tok
+    _, table, c = ranking_setup(tok, tmp_path)
+    sft = lm_checkpoint(family or "gpt2", tmp_path / "sft_family", tok)
+    runs = {}
+    for on in (False, True):
+        train.set_seed(0)
+        model = reward.from_sft(sft, 0.15 if family else 0.0)
+        model.config.pad_token_id = tok.pad_token_id
+        calls = []
+        next(m for name, m in model.named_modules() if name.endswith("mlp")).register_forward_pre_hook(
+            lambda *args: calls.append(1))
+        history = reward.train(model, tok, table, dataclasses.replace(c, activation_checkpointing=on), 0,
+                               train.accelerator("cpu"))
+        runs[on] = [h["rm/loss"] for h in history], model.state_dict(), len(calls)
+    (losses, weights, calls), (losses_on, weights_on, calls_on) = runs[False], runs[True]
+    assert calls == reward.train_steps(len(table), c) and calls_on == 2 * calls
+    assert losses_on == pytest.approx(losses, rel=1e-6)
+    for k, v in weights.items():
+        torch.testing.assert_close(weights_on[k], v)
+
+
 def test_averaged_training_resumes_after_a_kill_with_the_same_weights(template_tok, tmp_path):
     from rlhf import train
 

@@ -54,6 +54,49 @@ def test_gradient_accumulation_matches_one_big_batch():
         torch.testing.assert_close(p, q)
 
 
+def two_layer_lm(family: str, seed: int = 0):
+    """A two-layer causal LM of `family` with dropout on (GPT-2: residual, embedding, attention;
+    Llama: attention), and one of its layers' MLPs."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                                           resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1))
+        return model, model.transformer.h[1].mlp
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1, attention_dropout=0.1))
+    return model, model.model.layers[1].mlp
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_activation_checkpointing_recomputes_each_layer_and_trains_the_same(family):
+    """`activation_checkpointing`: every layer runs again in the backward pass, dropout draws the
+    same masks again, so the losses and the weights after training are those without it."""
+    from rlhf import data, lm
+
+    blocks = torch.randint(0, 64, (12, 24), generator=torch.Generator().manual_seed(0))
+    results = {}
+    for on in (False, True):
+        model, mlp = two_layer_lm(family)
+        calls = []
+        mlp.register_forward_pre_hook(lambda *args: calls.append(1))
+        train.set_seed(1)
+        history = train.fit(model, data.block_batches(blocks, 4, 0), lm.lm_loss, steps=3, lr=1e-2,
+                            activation_checkpointing=on)
+        results[on] = [h["train/loss"] for h in history], model.state_dict(), len(calls)
+    (losses, weights, calls), (losses_on, weights_on, calls_on) = results[False], results[True]
+    assert calls == 3 and calls_on == 6  # one forward a step; with checkpointing one more in each backward
+    assert losses_on == pytest.approx(losses, rel=1e-6)
+    for k, v in weights.items():
+        torch.testing.assert_close(weights_on[k], v)
+
+
+def test_activation_checkpointing_needs_a_transformers_model():
+    with pytest.raises(ValueError, match="holds no transformers model"):
+        train.fit(tiny_model(), batches(), mse, steps=1, lr=0.1, activation_checkpointing=True)
+
+
 def test_nan_guard_stops_and_marks_the_run_failed(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -113,6 +113,28 @@ def load_config(path: str | Path, dropout: float | None = None, **overrides):
     return cfg
 
 
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Activation checkpointing (also called gradient checkpointing) on every transformers model in
+    `model` (PPO trains two, the policy and the value model): in training mode each layer keeps only
+    its input for the backward pass and recomputes the rest there, so memory holds one layer's
+    activations instead of all of them, for about one more forward pass of compute. Non-reentrant
+    (transformers' default), so dropout draws the same masks again and the gradients are those
+    without it. Evaluation and sampling, in eval mode, run as before."""
+    from transformers import PreTrainedModel
+
+    inside: set[int] = set()  # modules of a model already set (a CausalLM holds its trunk, a model too)
+    for m in model.modules():
+        if id(m) in inside or not isinstance(m, PreTrainedModel):
+            continue
+        if not m.supports_gradient_checkpointing:
+            raise ValueError(f"{type(m).__name__} cannot recompute its activations (transformers' activation "
+                             "checkpointing); set the stage's activation_checkpointing to false")
+        m.activation_checkpointing_enable()
+        inside.update(id(n) for n in m.modules())
+    if not inside:
+        raise ValueError(f"activation checkpointing: {type(model).__name__} holds no transformers model")
+
+
 def load_causal_lm(path: str | Path, dropout: float | None = None):
     """A causal LM from a checkpoint; `dropout` overrides its dropout probabilities when given."""
     from transformers import AutoModelForCausalLM

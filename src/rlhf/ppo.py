@@ -214,7 +214,8 @@ class PPOTrainer:
         every = self.per_iteration * math.ceil(checkpoint_every / self.per_iteration) if checkpoint_every else 0
         train.fit(self.model, self.batches, self.loss, steps=self.cfg.steps * self.per_iteration, lr=self.cfg.lr,
                   accel=self.accel, prefix="ppo", on_step=self.on_step, checkpoint_dir=checkpoint_dir,
-                  checkpoint_every=every, run_id=run_id, state=self.state)
+                  checkpoint_every=every, run_id=run_id, state=self.state,
+                  activation_checkpointing=self.cfg.activation_checkpointing)
         return self.state["history"]
 
     def batches(self, start: int) -> Iterator[dict]:

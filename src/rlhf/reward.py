@@ -252,7 +252,8 @@ def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[di
     loss = functools.partial(kway_loss, lm_coef=c.lm_coef, groups=c.length_groups)
     return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), loss,
                steps=train_steps(len(table), c, accel.num_processes), lr=c.lr, warmup_steps=c.warmup_steps,
-               grad_accum=c.grad_accum, accel=accel, prefix="rm", **fit_kwargs)
+               grad_accum=c.grad_accum, accel=accel, prefix="rm", activation_checkpointing=c.activation_checkpointing,
+               **fit_kwargs)
 
 
 def untrained(sft: str | Path, tokenizer, c):

@@ -83,7 +83,7 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
         on_step: Callable[[int, dict], None] | None = None,
         eval_every: int = 0, on_eval: Callable[[int, dict], None] | None = None,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, run_id: str = "",
-        state: dict | None = None, prefix: str = "train") -> list[dict]:
+        state: dict | None = None, prefix: str = "train", activation_checkpointing: bool = False) -> list[dict]:
     """Train `model` for `steps` optimizer steps of `grad_accum` micro-batches each; returns the
     per-step stats (of this process; a resumed run returns those since the checkpoint).
 
@@ -99,8 +99,14 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
     resume. With a `checkpoint_dir`, training state is saved there every `checkpoint_every` steps
     and a later call with the same `run_id` (see `fingerprint`) resumes from it; the state file is
     removed when training ends (the caller's own files in the folder are left).
+    `activation_checkpointing` recomputes each layer's activations in the backward pass instead of
+    keeping them (`models.checkpoint_activations`): less memory, the same gradients.
     """
     accel = accel or accelerator("cpu", grad_accum)
+    if activation_checkpointing:
+        from rlhf.models import checkpoint_activations
+
+        checkpoint_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup_steps))
