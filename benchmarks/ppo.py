@@ -97,7 +97,7 @@ def build(folder: Path, args) -> tuple[list[str], int]:
     rng = random.Random(args.seed)
     room = args.n_positions - args.max_new_tokens - 1
     prompts = [world.make_prompt(rng, world.FAMILIES[i % len(world.FAMILIES)]) for i in range(1024)]
-    prompts = [p for p in prompts if len(tok(models.format_prompt(p))["input_ids"]) <= room][:512]
+    prompts = [p for p in prompts if len(tok(models.format_prompt(tok, p))["input_ids"]) <= room][:512]
     if len(prompts) < args.batch_size:
         sys.exit(f"only {len(prompts)} prompts fit --n-positions {args.n_positions} with --max-new-tokens")
     return prompts, sum(p.numel() for p in policy.parameters())
@@ -140,7 +140,7 @@ def run_trl(folder: Path, prompts: list[str], args, out_dir: Path) -> dict:
 
     tok = models.load_tokenizer(folder / "policy")
     tok.padding_side = "left"
-    ids = [tok(models.format_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = [tok(models.format_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
     dataset = Dataset.from_dict({"input_ids": ids})
     stamps: list[float] = []
 

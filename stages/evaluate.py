@@ -117,6 +117,15 @@ def plot_ppo_curves(curves: dict[str, list[dict]], path: Path) -> None:
     _save(fig, path)
 
 
+def few_shot_text(tokenizer, shots: list[tuple[str, str]]) -> str:
+    """What the prompted base sees before each prompt: the shots as `models.format_prompt` puts
+    them there, or, where a chat template's rendering of a prompt does not end the few-shot one
+    (a system header comes first), the whole few-shot prompt with `{prompt}` in the prompt's place."""
+    mark = "{prompt}"
+    whole, alone = models.format_prompt(tokenizer, mark, shots), models.format_prompt(tokenizer, mark)
+    return whole[:-len(alone)] if whole.endswith(alone) else whole
+
+
 def main() -> None:
     p = cli.parser(__doc__, SECTIONS)
     for name in ("base", "sft", "rm"):
@@ -163,16 +172,17 @@ def main() -> None:
         if not judged:
             own = pd.read_parquet(args.demonstrations / "train.parquet")
             demos = list(zip(own.prompt, own.response))
-        prefix = evaluation.few_shot_prefix(c.few_shot, seed, demos)
-        ppo_policies = [(f"ppo_{v}", args.ppo / v, "") for v in ppo_cfg.variants]
-        policies = [("base", args.base, ""), ("prompted_base", args.base, prefix), ("sft", args.sft, ""), *ppo_policies]
+        few_shot = evaluation.few_shot_examples(c.few_shot, seed, demos)
+        ppo_policies = [(f"ppo_{v}", args.ppo / v, []) for v in ppo_cfg.variants]
+        policies = [("base", args.base, []), ("prompted_base", args.base, few_shot), ("sft", args.sft, []),
+                    *ppo_policies]
         for policy, path, shots in policies:
             model = models.load_causal_lm(path).to(device)
             tok = models.load_tokenizer(path)
 
             def answer(texts: list[str], template: bool = True) -> list[str]:
                 return models.generate(model, tok, texts, c.max_new_tokens, do_sample=False,
-                                       prefix=shots if template else "", template=template)
+                                       shots=shots if template else (), template=template)
 
             out = responses[policy] = answer(prompts)
             rm_scores[policy] = reward.score(rm, tokenizer, prompts, out)
@@ -245,7 +255,7 @@ def main() -> None:
                         args.plots / "ppo_curves.png")
         reward.plot_calibration(read_csv(args.calibration), args.plots / "rm_calibration.png")
         args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / "few_shot_prefix.txt").write_text(prefix)  # what the prompted base saw before each prompt
+        (args.report / "few_shot_prefix.txt").write_text(few_shot_text(models.load_tokenizer(args.base), few_shot))
         samples = [(q, {p: responses[p][i] for p in names}) for i, q in enumerate(prompts[:5])]
         (args.report / "report.md").write_text(evaluation.report(metrics, names, samples,
                                                                  decision.summary() if decision else None))

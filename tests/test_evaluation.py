@@ -16,18 +16,13 @@ def test_by_family():
     assert evaluation.by_family(prompts, [1.0, 0.0, 0.5, 0.2]) == {"arithmetic": 0.5, "list": 0.5, "other": 0.2}
 
 
-def test_few_shot_prefix_shows_k_solved_examples():
-    prefix = evaluation.few_shot_prefix(3, seed=1)
-    assert prefix == evaluation.few_shot_prefix(3, seed=1) != evaluation.few_shot_prefix(3, seed=2)
-    shots = [s for s in prefix.split("\n\n") if s]
+def test_few_shot_examples_are_k_solved_world_tasks_of_different_families():
+    shots = evaluation.few_shot_examples(3, seed=1)
+    assert shots == evaluation.few_shot_examples(3, seed=1) != evaluation.few_shot_examples(3, seed=2)
     assert len(shots) == 3
-    families = set()
-    for shot in shots:
-        instruction, response = shot.split("\nResponse: ")
-        prompt = instruction.removeprefix("Instruction: ")
-        assert response == world.gold_answer(prompt)
-        families.add(world.family_of(prompt))
-    assert len(families) == 3
+    for prompt, answer in shots:
+        assert answer == world.gold_answer(prompt)
+    assert len({world.family_of(prompt) for prompt, _ in shots}) == 3
 
 
 def test_outcomes_and_win_rate_agree():
@@ -146,21 +141,18 @@ def test_report_figures_are_the_metrics():
                                      metrics, policies)
 
 
-def test_few_shot_prefix_from_ones_own_demonstrations():
+def test_few_shot_examples_from_ones_own_demonstrations():
     demos = [(f"Tell me about topic {i}", f"Topic {i} is fine.") for i in range(6)]
     demos += [("Write two lines", "line one\nline two")]
-    prefix = evaluation.few_shot_prefix(3, seed=1, demonstrations=demos)
-    assert prefix == evaluation.few_shot_prefix(3, seed=1, demonstrations=demos)
-    assert prefix != evaluation.few_shot_prefix(3, seed=2, demonstrations=demos)
-    shots = [s for s in prefix.split("\n\n") if s]
+    shots = evaluation.few_shot_examples(3, seed=1, demonstrations=demos)
+    assert shots == evaluation.few_shot_examples(3, seed=1, demonstrations=demos)
+    assert shots != evaluation.few_shot_examples(3, seed=2, demonstrations=demos)
     assert len(shots) == 3 and len(set(shots)) == 3
-    for shot in shots:  # one-line responses only, while there are k of them
-        instruction, response = shot.split("\nResponse: ")
-        assert (instruction.removeprefix("Instruction: "), response) in demos[:6]
+    assert set(shots) <= set(demos[:6])  # one-line responses only, while there are k of them
     # fewer one-line responses than k: any of them; fewer demonstrations than k: all of them
-    assert "line one\nline two" in evaluation.few_shot_prefix(3, seed=0, demonstrations=demos[5:])
-    assert evaluation.few_shot_prefix(3, seed=0, demonstrations=demos[:1]) == \
-        "Instruction: Tell me about topic 0\nResponse: Topic 0 is fine.\n\n"
+    assert ("Write two lines", "line one\nline two") in evaluation.few_shot_examples(3, seed=0,
+                                                                                      demonstrations=demos[5:])
+    assert evaluation.few_shot_examples(3, seed=0, demonstrations=demos[:1]) == demos[:1]
 
 
 def test_world_prompt_positions_are_the_prompts_gold_can_judge():

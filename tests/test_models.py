@@ -14,7 +14,7 @@ LONG = " ".join(["the otter is pink. the coat is red."] * 30)
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = [models.format_prompt("What colour is the otter?") + " pink. " + LONG] * 10
+    texts = [models.PROMPT_TEMPLATE.format(prompt="What colour is the otter?") + " pink. " + LONG] * 10
     return models.train_tokenizer(texts, 300)
 
 

@@ -227,7 +227,8 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     data/import/corpus, which PPO-ptx and evaluation's held-out LM loss read), prompt
     logs in data/incoming, imported demonstrations and rankings with held-out shares, SFT selected
     by validation loss, and `pretrain.base` a Llama-style checkpoint shaped like a hub one (RMSNorm
-    and no bias after it, attention dropout only, a BOS token, no pad token, a long context). Every
+    and no bias after it, attention dropout only, a BOS token, no pad token, a long context, a chat
+    template that writes the BOS token, which every stage formats prompts with). Every
     stage runs with `dvc repro`, the checkpoint in data/import/base, whose files DVC tracks; the
     reward shift that no weight can carry is in the RM's config,
     and the project's reward functions apply it; neither the RM nor the evaluation has gold figures to
@@ -235,6 +236,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     the first test runs plain PPO, and here a stage process fewer (20-25 s on 2 cores)."""
     import pandas as pd
     from test_reward import causal_lm_checkpoint
+    from test_train import CHAT
     from tokenizers.processors import TemplateProcessing
 
     from rlhf import models, reward
@@ -266,6 +268,7 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     tok.bos_token, tok.pad_token = models.PAD, None
     tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{models.PAD} $A",
                                                               special_tokens=[(models.PAD, tok.bos_token_id)])
+    tok.chat_template = CHAT  # as Llama 3's: it starts with the BOS token, which the tokenizer adds too
     # Llama 3's context: the blocks of pretraining text stay at pretrain.n_positions tokens
     causal_lm_checkpoint("llama", base, tok, texts, steps=30, context=131072)
     repro()
@@ -311,8 +314,10 @@ def test_pipeline_on_ones_own_data_and_a_llama_style_base_model(tmp_path):
     assert json.loads((root / "reports" / "eval" / "promotion.json").read_text())["judge"] == "the reward model"
     # the prompted base was shown the user's own demonstrations, not the world's tasks
     prefix = (root / "reports" / "eval" / "few_shot_prefix.txt").read_text()
-    shots = [s.split("\nResponse: ")[0].removeprefix("Instruction: ") for s in prefix.split("\n\n") if s]
+    shots = re.findall(r"### user:\n(.*?)\n\n### assistant:\n", prefix, re.S)  # as earlier turns of the chat
     assert len(shots) == 3 and set(shots) <= set(pd.read_parquet(root / "data" / "sft" / "train.parquet").prompt)
+    # the chat template travels with every model, to the policy the registry holds
+    assert models.load_tokenizer(root / "models" / "ppo" / "ptx").chat_template == CHAT
     repro("--force", "--single-item", "evaluate")  # a second candidate, the same policy: a tie by the RM, not promoted
     promotion = json.loads((root / "reports" / "eval" / "promotion.json").read_text())
     assert not promotion["promoted"] and promotion["win_rate"] == 0.5 and promotion["champion_before"] == "1"

@@ -334,7 +334,7 @@ def test_response_logprobs_match_a_one_by_one_computation():
     prompts, responses = ["Name a fruit please", "What is 2 plus 2?", "Name a colour"], ["apple pear red cat", "4", "red"]
     wants = []
     for p, r in zip(prompts, responses):
-        prompt_ids = tok(models.format_prompt(p), add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(models.format_prompt(tok, p), add_special_tokens=False)["input_ids"]
         response_ids = tok(" " + r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         with torch.no_grad():
             logp = model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0].log_softmax(-1)
@@ -375,7 +375,8 @@ def test_response_mask_starts_after_the_last_marker_and_stops_at_padding():
 @pytest.fixture(scope="module")
 def template_tok():
     """A tokenizer that has seen the prompt template."""
-    texts = [models.format_prompt("What is 2 plus 2?") + " 4 5 four apple pear red cat Name a fruit colour"] * 20
+    prompt = models.PROMPT_TEMPLATE.format(prompt="What is 2 plus 2?")
+    texts = [prompt + " 4 5 four apple pear red cat Name a fruit colour"] * 20
     return models.train_tokenizer(texts, 300)
 
 
@@ -687,7 +688,7 @@ def plain_batch(tok, prompts: list[str], responses: list[str], side: str | None 
     if side is not None:
         tok = copy.deepcopy(tok)
         tok.padding_side = side
-    return tok([models.format_prompt(p) + " " + r + tok.eos_token for p, r in zip(prompts, responses)],
+    return tok([models.format_prompt(tok, p) + " " + r + tok.eos_token for p, r in zip(prompts, responses)],
                return_tensors="pt", padding=True)
 
 

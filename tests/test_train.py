@@ -205,6 +205,66 @@ def test_a_prompt_is_tokenized_alike_for_training_and_for_sampling():
     assert flat == expected[:len(flat)] and len(flat) > len(expected) - 4
 
 
+CHAT = ("{{ bos_token }}{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}\n\n{% endfor %}"
+        "{% if add_generation_prompt %}### assistant:\n{% endif %}")
+
+
+def test_without_a_chat_template_a_prompt_is_the_instruction_template():
+    from rlhf import models
+
+    tok = models.train_tokenizer(["What is 1 plus 2? 3"] * 50, 300)
+    assert models.format_prompt(tok, "What is 1 plus 2?") == "Instruction: What is 1 plus 2?\nResponse:"
+    assert models.format_prompt(tok, "Name a fruit", [("What is 1 plus 2?", "3"), ("Say hi", "hi")]) == (
+        "Instruction: What is 1 plus 2?\nResponse: 3\n\nInstruction: Say hi\nResponse: hi\n\n"
+        "Instruction: Name a fruit\nResponse:")
+    assert models.response_separator(tok) == " "
+
+
+@pytest.mark.parametrize("adds_bos", [False, True])
+def test_a_tokenizers_chat_template_formats_every_prompt_and_the_response_follows_the_opened_turn(adds_bos):
+    """With a chat template: the prompt is the user's turn, few-shot examples earlier turns, the
+    response follows the assistant's opened turn with nothing between; training examples, PPO's
+    prompts, generation and the likelihood reward's marker all use it; a template that writes the
+    BOS token does not give two where the tokenizer adds one."""
+    from tokenizers.processors import TemplateProcessing
+
+    from rlhf import data, models, ppo, reward
+
+    tok = models.train_tokenizer(["### user: What is 1 plus 2? ### assistant: 3", "Name a fruit apple"] * 50, 300)
+    tok.chat_template = CHAT
+    bos = tok.bos_token  # the tokenizer's EOS doubles as its BOS (models.train_tokenizer)
+    if adds_bos:
+        tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A",
+                                                                  special_tokens=[(bos, tok.bos_token_id)])
+    text = models.format_prompt(tok, "What is 1 plus 2?")
+    assert text == ("" if adds_bos else bos) + "### user:\nWhat is 1 plus 2?\n\n### assistant:\n"
+    assert models.format_prompt(tok, "Name a fruit", [("What is 1 plus 2?", "3")]).endswith(
+        "### user:\nWhat is 1 plus 2?\n\n### assistant:\n3\n\n### user:\nName a fruit\n\n### assistant:\n")
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id  # one BOS either way
+    assert models.response_separator(tok) == ""
+    prompts, responses = ["What is 1 plus 2?", "Name a fruit"], ["3", "apple"]
+    query, mask = ppo.encode_prompts(tok, prompts, 64, "cpu")
+    for example, prompt, response, q, m in zip(data.encode_pairs(tok, prompts, responses, 64), prompts, responses,
+                                               query, mask):
+        sampled = q[m.bool()].tolist()
+        assert sampled == tok(models.format_prompt(tok, prompt))["input_ids"]
+        assert example["input_ids"] == sampled + tok(response, add_special_tokens=False)["input_ids"] + [
+            tok.eos_token_id]
+        assert example["labels"][:len(sampled)] == [-100] * len(sampled)
+        assert example["labels"][len(sampled):] == example["input_ids"][len(sampled):]
+    assert reward.response_marker(tok) == tok("\n\n### assistant:\n", add_special_tokens=False)["input_ids"]
+    # generation prompts the model with the same text
+    torch.manual_seed(0)
+    model = models.new_causal_lm(tok, n_layer=1, n_head=2, n_embd=16, n_positions=64).eval()
+    (got,) = models.generate(model, tok, ["Name a fruit"], 5, do_sample=False)
+    enc = tok(models.format_prompt(tok, "Name a fruit"), return_tensors="pt")
+    with torch.no_grad():
+        want = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+    assert got == tok.decode(want[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
 def tiny_lm():
     """A tokenizer and a 2-layer causal LM (seed 0) for the SFT loss tests."""
     from rlhf import models

@@ -10,7 +10,7 @@ import torch
 
 from rlhf import ingest
 from rlhf.losses import IGNORE
-from rlhf.models import format_prompt
+from rlhf.models import format_prompt, response_separator
 
 
 def read_corpus(paths: Path | list[Path]) -> list[str]:
@@ -78,10 +78,10 @@ def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_len: i
     tokenized as sampling tokenizes it (with the BOS token of tokenizers that add one, as Llama's
     do), so SFT, the RM and PPO see a prompt alike. Too long, the prompt loses its start first, so
     the response (what carries the loss) survives."""
-    out = []
+    out, sep = [], response_separator(tokenizer)
     for prompt, response in zip(prompts, responses):
-        p = tokenizer(format_prompt(prompt))["input_ids"]
-        r = (tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
+        p = tokenizer(format_prompt(tokenizer, prompt))["input_ids"]
+        r = (tokenizer(sep + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
         p = p[len(p) - (max_len - len(r)):] if len(p) + len(r) > max_len else p
         ids = p + r
         labels = [IGNORE] * len(p) + r

@@ -48,12 +48,14 @@ def win_rate(a: list[float], b: list[float]) -> float:
     return sum(wins) / len(wins)
 
 
-def few_shot_prefix(k: int, seed: int = 0, demonstrations: list[tuple[str, str]] | None = None) -> str:
-    """k solved examples in the policy template: the paper's "GPT-3 (prompted)" baseline puts the
-    base model in instruction-following mode this way. By default, world prompts of different task
-    families with their gold answers; given `demonstrations` ((prompt, response) pairs: a user's own,
-    for their own prompts), k of them drawn with the seed, from those with one-line responses when
-    there are k (a prompted answer ends at its first line break)."""
+def few_shot_examples(k: int, seed: int = 0,
+                      demonstrations: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """k solved examples, (prompt, answer) pairs, shown before each prompt (`models.format_prompt`):
+    the paper's "GPT-3 (prompted)" baseline puts the base model in instruction-following mode this
+    way. By default, world prompts of different task families with their gold answers; given
+    `demonstrations` ((prompt, response) pairs: a user's own, for their own prompts), k of them drawn
+    with the seed, from those with one-line responses when there are k (a prompted answer ends at its
+    first line break)."""
     rng = random.Random(seed)
     if demonstrations is not None:
         one_line = [d for d in demonstrations if "\n" not in d[1]]
@@ -64,9 +66,7 @@ def few_shot_prefix(k: int, seed: int = 0, demonstrations: list[tuple[str, str]]
         rng.shuffle(families)
         shots = [(prompt, world.gold_answer(prompt))
                  for prompt in (world.make_prompt(rng, family) for family in (families * k)[:k])]
-    from rlhf.models import format_prompt  # here: the rest of the module needs no torch (the flow reads TITLES)
-
-    return "".join(f"{format_prompt(prompt)} {answer}\n\n" for prompt, answer in shots)
+    return shots
 
 
 def outcomes(a: list[float], b: list[float]) -> list[float]:

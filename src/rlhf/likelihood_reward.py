@@ -7,7 +7,8 @@ reads it), w and b the scalar head (with a bias, which carries the demonstration
 trunk's next-token distribution through its LM head, which must be tied to the input embeddings (the
 sequence-classification classes keep those and drop an untied LM head), and c the config's
 `rlhf_likelihood_coef`, a fixed number. The response is every real token after the last occurrence
-of the config's `rlhf_response_marker` (the token ids that end the prompt template, "\\nResponse:");
+of the config's `rlhf_response_marker` (the token ids that end every formatted prompt, "\\nResponse:"
+or a chat template's opening of the assistant's turn: `reward.response_marker`);
 in a row without the marker the sum runs over every real token after the first, which changes the
 reward by c * log p(prompt), the same for every response to one prompt. Families: GPT-2, Llama and
 Qwen2 (`FAMILIES`), each under a model type of its own.

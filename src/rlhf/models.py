@@ -5,7 +5,7 @@ Every checkpoint is in Hugging Face format, so `AutoTokenizer` / `AutoModelForCa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,12 +13,34 @@ import torch
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
-# How an instruction is shown to a policy; the response follows after one space.
+# How an instruction is shown to a policy whose tokenizer has no chat template; the response
+# follows after one space.
 PROMPT_TEMPLATE = "Instruction: {prompt}\nResponse:"
 
 
-def format_prompt(prompt: str) -> str:
-    return PROMPT_TEMPLATE.format(prompt=prompt)
+def format_prompt(tokenizer, prompt: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+    """A prompt as every stage shows it to a policy, before tokenization. A tokenizer with a chat
+    template (`tokenizer_config.json`'s `chat_template`, as instruct and many base checkpoints ship
+    one) renders it: the prompt as the user's message, `shots` ((prompt, answer) pairs) as earlier
+    turns, the assistant's turn opened. Without one, `PROMPT_TEMPLATE`, each shot as
+    "{template} {answer}\n\n" before it. A template that writes the BOS token itself loses it here
+    where the tokenizer adds one, so that tokenizing the text does not give two."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{PROMPT_TEMPLATE.format(prompt=p)} {a}\n\n" for p, a in shots) + \
+            PROMPT_TEMPLATE.format(prompt=prompt)
+    turns = [m for p, a in shots for m in ({"role": "user", "content": p}, {"role": "assistant", "content": a})]
+    text = tokenizer.apply_chat_template([*turns, {"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text
+
+
+def response_separator(tokenizer) -> str:
+    """What goes between a formatted prompt and its response: one space after `PROMPT_TEMPLATE`,
+    nothing after a chat template's opened assistant turn."""
+    return "" if getattr(tokenizer, "chat_template", None) else " "
 
 
 def pick_device(name: str) -> torch.device:
@@ -187,19 +209,19 @@ def text_block(model, n_positions: int) -> int:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
              do_sample: bool = True, num_return_sequences: int = 1, batch_size: int = 64,
-             prefix: str = "", template: bool = True) -> list[str]:
-    """Responses to raw prompts (template applied here), left-padded batched generation with the
-    KV cache; `num_return_sequences` responses per prompt, grouped by prompt. A `prefix` (few-shot
-    examples) goes before each prompt; the response then ends at its first line break, where a
-    few-shot model would start the next example. `template=False` continues the texts as they are
-    (a language model's view: capability probes)."""
+             shots: Sequence[tuple[str, str]] = (), template: bool = True) -> list[str]:
+    """Responses to raw prompts (formatted here, `format_prompt`), left-padded batched generation
+    with the KV cache; `num_return_sequences` responses per prompt, grouped by prompt. `shots`
+    (few-shot examples) go before each prompt; the response then ends at its first line break,
+    where a few-shot model would start the next example. `template=False` continues the texts as
+    they are (a language model's view: capability probes)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     limit = max_positions(model) - max_new_tokens
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        texts = [prefix + (format_prompt(p) if template else p) for p in prompts[i:i + batch_size]]
+        texts = [format_prompt(tokenizer, p, shots) if template else p for p in prompts[i:i + batch_size]]
         with left_padded(tokenizer):
             enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
         enc = {k: v.to(device) for k, v in enc.items()}
@@ -211,6 +233,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
         seqs = model.generate(**enc, **kwargs)
         new = seqs[:, enc["input_ids"].shape[1]:]
         decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-        out.extend((t.strip().split("\n")[0].strip() if prefix else t.strip()) for t in decoded)
+        out.extend((t.strip().split("\n")[0].strip() if shots else t.strip()) for t in decoded)
     model.train(was_training)
     return out

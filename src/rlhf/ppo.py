@@ -124,7 +124,7 @@ class PolicyAndValue(torch.nn.Module):
 def encode_prompts(tokenizer, prompts: list[str], max_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts in the policy template, left-padded (an over-long one loses its start)."""
     with models.left_padded(tokenizer):
-        enc = tokenizer([models.format_prompt(p) for p in prompts], return_tensors="pt", padding=True,
+        enc = tokenizer([models.format_prompt(tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
                         truncation=True, max_length=max_len)
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 

@@ -91,12 +91,14 @@ def likelihood_family(model_type: str, tied: bool, what: str):
 
 
 def response_marker(tokenizer) -> list[int]:
-    """The token ids that end every formatted prompt ("\nResponse:"), as they come out of
-    tokenizing a whole prompt (`data.encode_pairs` tokenizes prompt and response apart, so the
-    response starts right after them)."""
-    suffix = models.PROMPT_TEMPLATE.split("{prompt}")[1]
+    """The token ids that end every formatted prompt ("\nResponse:", or a chat template's opening
+    of the assistant's turn), as they come out of tokenizing a whole prompt (`data.encode_pairs`
+    tokenizes prompt and response apart, so the response starts right after them)."""
+    question = "Name a colour."
+    text = models.format_prompt(tokenizer, question)
+    suffix = text[text.rindex(question) + len(question):]
     marker = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(models.format_prompt("Name a colour."), add_special_tokens=False)["input_ids"]
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not marker or whole[-len(marker):] != marker:
         raise ValueError(f"the tokenizer does not give the template's end {suffix!r} the same ids inside a "
                          f"prompt ({whole[-len(marker):]}) as alone ({marker})")
