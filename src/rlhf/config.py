@@ -206,7 +206,7 @@ class SFTConfig:
     length_groups: int
     """Forward passes per micro-batch, its rows sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass; more than the rows: one pass per row)."""
     activation_checkpointing: bool
-    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients."""
+    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients up to float rounding."""
 
     def __post_init__(self) -> None:
         if self.eval_every < 1:
@@ -282,7 +282,7 @@ class RewardModelConfig:
     bootstrap: int
     """Bootstrap resamples of the val prompts behind the 95% intervals of the shortfalls against the simulated labeler's agreement with gold (`rm/val_*_shortfall_lo`, `_hi`)."""
     activation_checkpointing: bool
-    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients."""
+    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients up to float rounding."""
 
     def __post_init__(self) -> None:
         for key in ("length_groups", "average_seeds", "bootstrap"):
@@ -340,7 +340,7 @@ class PPOConfig:
     sample_every: int
     """Iterations between tables of sample responses logged to MLflow (0: none)."""
     activation_checkpointing: bool
-    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing), in the policy and the value model: less memory for a large model, one more forward pass per update, the same gradients."""
+    """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing), in the policy and the value model: less memory for a large model, one more forward pass per update, the same gradients up to float rounding."""
 
     def __post_init__(self) -> None:
         if not self.variants or len(set(self.variants)) != len(self.variants) or "ptx" not in self.variants:

@@ -141,7 +141,7 @@ def checkpoint_activations(model: torch.nn.Module) -> None:
     its input for the backward pass and recomputes the rest there, so memory holds one layer's
     activations instead of all of them, for about one more forward pass of compute. Non-reentrant
     (transformers' default), so dropout draws the same masks again and the gradients are those
-    without it. Evaluation and sampling, in eval mode, run as before."""
+    without it up to float rounding. Evaluation and sampling, in eval mode, run as before."""
     from transformers import PreTrainedModel
 
     inside: set[int] = set()  # modules of a model already set (a CausalLM holds its trunk, a model too)

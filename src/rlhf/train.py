@@ -100,7 +100,7 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
     and a later call with the same `run_id` (see `fingerprint`) resumes from it; the state file is
     removed when training ends (the caller's own files in the folder are left).
     `activation_checkpointing` recomputes each layer's activations in the backward pass instead of
-    keeping them (`models.checkpoint_activations`): less memory, the same gradients.
+    keeping them (`models.checkpoint_activations`): less memory, the same gradients up to float rounding.
     """
     accel = accel or accelerator("cpu", grad_accum)
     if activation_checkpointing:
