@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -34,8 +35,6 @@ WARMUP_STEPS = 2  # steps left out of the step time
 
 def resident_bytes() -> int:
     """This process's resident set now (Linux)."""
-    import os
-
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
