@@ -75,7 +75,7 @@ def main() -> None:
                             accel=accel, prefix="sft", on_step=lambda s, row: run.log_metrics(row, s),
                             eval_every=per_epoch * c.eval_every, on_eval=on_eval, checkpoint_dir=args.checkpoints,
                             checkpoint_every=common.checkpoint_every, run_id=run_id, state=state,
-                            activation_checkpointing=c.activation_checkpointing)
+                            activation_checkpointing=c.activation_checkpointing, lora=c.lora)
         if cli.is_main_process():
             shutil.copytree(best_dir, args.out, dirs_exist_ok=True)
             shutil.rmtree(args.checkpoints)

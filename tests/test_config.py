@@ -59,6 +59,29 @@ def test_wrong_type(params, section, key, value, expected):
     assert f"key '{key}'" in str(e.value) and f"'{section}'" in str(e.value) and expected in str(e.value)
 
 
+@pytest.mark.parametrize("section,edit,expected", [
+    ("sft", dict(r=8), r"section 'sft.lora': unknown key\(s\) 'r'; expected rank, alpha, dropout, target_modules"),
+    ("reward_model", dict(rank="8"), r"section 'reward_model.lora': key 'rank': expected int"),
+    ("ppo", dict(target_modules="all"), r"section 'ppo.lora': key 'target_modules': expected"),
+    ("sft", dict(target_modules=[]), r"section 'sft.lora': target_modules is empty"),
+    ("sft", dict(rank=-1), r"section 'sft.lora': need rank >= 0"),
+])
+def test_a_section_inside_a_section_is_checked_and_named(params, section, edit, expected):
+    path = params(lambda d: d[section]["lora"].update(edit))
+    with pytest.raises(config.ConfigError, match=expected) as e:
+        config.load(section, path)
+    assert str(path) in str(e.value)
+
+
+def test_lora_keys_are_read_and_listed_in_help(params):
+    c = config.load("sft", params(lambda d: d["sft"]["lora"].update(rank=8, target_modules=["c_attn"])))
+    assert c.lora == config.LoraConfig(rank=8, alpha=16.0, dropout=0.0, target_modules=["c_attn"])
+    assert config.as_dict(c)["lora"]["rank"] == 8
+    from rlhf import cli
+
+    assert "sft.lora.rank: r: rank of the update" in cli.parser("doc", ("sft",)).format_help()
+
+
 def test_int_accepted_for_float(params):
     path = params(lambda d: d["ppo"].update(kl_coef=1))
     assert config.load("ppo", path).kl_coef == 1.0 and isinstance(config.load("ppo", path).kl_coef, float)
@@ -100,7 +123,7 @@ def test_not_a_mapping(tmp_path):
         config.read_params(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("cls", list(config.SECTIONS.values()), ids=list(config.SECTIONS))
+@pytest.mark.parametrize("cls", [*config.SECTIONS.values(), config.LoraConfig], ids=[*config.SECTIONS, "lora"])
 def test_every_field_has_a_one_line_docstring(cls):
     docs = config.describe(cls)
     for f in dataclasses.fields(cls):

@@ -1,9 +1,9 @@
 """Two CPU processes (torchrun, gloo) run pretrain, sft, reward_model and ppo (PPO-ptx) to completion as
 data-parallel ranks: all train, rank 0 alone writes the model, the metrics and the MLflow run, and
 the models load. sft, reward_model and ppo recompute their activations in the backward pass
-(`activation_checkpointing`), which DDP must carry too. The stage scripts run as dvc.yaml gives
-them, several to a process (tests/stage_chain.py) so that the imports are paid once per launch
-rather than once per stage."""
+(`activation_checkpointing`) and train LoRA adapters (`lora`), which DDP must carry too. The stage
+scripts run as dvc.yaml gives them, several to a process (tests/stage_chain.py) so that the imports
+are paid once per launch rather than once per stage."""
 
 import json
 import math
@@ -15,20 +15,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rlhf import reward, tracking, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
+LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
 TINY = {"world": {"n_users": 40, "prompts_per_user": 4.0, "n_shards": 2, "corpus_docs": 300},
         "pretrain": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 96,
                      "steps": 12, "batch_size": 8},
         "sft": {"epochs": 2, "batch_size": 16, "eval_prompts": 8, "max_new_tokens": 8,
-                "activation_checkpointing": True},
+                "activation_checkpointing": True, "lora": {**LORA, "dropout": 0.1}},
         "comparisons": {"k_min": 4, "k_max": 6, "max_prompts": 16, "max_val_prompts": 8, "max_new_tokens": 8},
-        "reward_model": {"batch_size": 4, "average_seeds": 2, "length_groups": 3, "activation_checkpointing": True},
+        "reward_model": {"batch_size": 4, "average_seeds": 2, "length_groups": 3, "activation_checkpointing": True,
+                         "lora": LORA},
         "ppo": {"steps": 3, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
-                "ptx_batch_size": 2, "max_kl": 1000.0, "activation_checkpointing": True}}
+                "ptx_batch_size": 2, "max_kl": 1000.0, "activation_checkpointing": True, "lora": LORA}}
 TWO_RANKS = ("pretrain", "sft", "reward_model", "ppo")
 
 
@@ -81,9 +84,13 @@ def test_pretrain_sft_reward_model_and_ppo_on_two_cpu_ranks(tmp_path):
     ppo = json.loads((root / "metrics/ppo_ptx.json").read_text())
     assert ppo["ppo/processes"] == 2 and ppo["ppo/iterations"] == 3 and "ppo/ptx_loss" in ppo
 
-    AutoModelForCausalLM.from_pretrained(root / "models/sft")
-    AutoModelForCausalLM.from_pretrained(root / "models/ppo/ptx")
-    reward.load(root / "models/rm")
+    # LoRA: the saved models are plain ones whose embeddings (no adapter) are the base model's
+    base, sft_model = (AutoModelForCausalLM.from_pretrained(root / f"models/{m}") for m in ("base", "sft"))
+    policy, rm_model = AutoModelForCausalLM.from_pretrained(root / "models/ppo/ptx"), reward.load(root / "models/rm")
+    for m in (sft_model, policy, rm_model):
+        assert not any("lora" in k or "base_layer" in k for k in m.state_dict())
+        assert torch.equal(m.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    assert not torch.equal(sft_model.transformer.h[0].attn.c_attn.weight, base.transformer.h[0].attn.c_attn.weight)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("instructgpt").experiment_id])
     by_stage = [r.data.tags[tracking.STAGE_TAG] for r in runs]

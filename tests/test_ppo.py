@@ -357,6 +357,37 @@ def test_activation_checkpointing_trains_the_same_policy_and_value_model(tok):
         torch.testing.assert_close(weights_on[k], v)
 
 
+def test_lora_trains_the_policy_and_the_value_model_by_low_rank_updates(tok):
+    """ppo.lora: adapters in the policy and the value model (whose scalar head trains in full), none in
+    the frozen reference and reward model. The adapters start at zero, so the first rollout is the one
+    full fine-tuning samples; afterwards the policy is a plain model again whose weights moved by
+    updates of rank <= r in its linear layers only."""
+    lora = {"rank": 2, "alpha": 4.0, "dropout": 0.0, "target_modules": "all-linear"}
+    full = trainer(tok, ppo_config()).train()
+    t = trainer(tok, ppo_config(lora=lora))
+    policy = {k: v.clone() for k, v in t.model.policy.state_dict().items()}
+    value = {k: v.clone() for k, v in t.model.value_model.state_dict().items()}
+    frozen = [{k: v.clone() for k, v in m.state_dict().items()} for m in (t.ref, t.rm)]
+    history = t.train()
+    for key in ("ppo/rm_score", "ppo/kl", "ppo/response_length"):
+        assert history[0][key] == pytest.approx(full[0][key], rel=1e-6, abs=1e-7), key
+    assert all(not models.lora_layers(m) for m in (t.model, t.ref, t.rm))
+    for before, m in zip(frozen, (t.ref, t.rm)):
+        assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    for before, m, head in ((policy, t.model.policy, set()), (value, t.model.value_model, {"score.weight"})):
+        after = m.state_dict()
+        changed = {k for k in before if not torch.equal(after[k], before[k])}
+        assert head <= changed and changed - head
+        for k in changed - head:
+            assert any(f".{n}." in k for n in ("c_attn", "c_proj", "c_fc")), k
+            assert torch.linalg.matrix_rank(after[k] - before[k]) <= 2, k
+
+
+def test_lora_dropout_is_refused_for_ppo():
+    with pytest.raises(config.ConfigError, match="lora.dropout must be 0"):
+        ppo_config(lora={"rank": 2, "alpha": 4.0, "dropout": 0.1, "target_modules": "all-linear"})
+
+
 def test_adaptive_kl_moves_beta(tok):
     t = trainer(tok, ppo_config(adaptive_kl=True, target_kl=1e-4, kl_horizon=10, kl_coef=0.05, max_kl=1e9))
     history = t.train()

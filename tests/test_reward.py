@@ -598,6 +598,41 @@ def test_activation_checkpointing_trains_the_same_reward_model(family, template_
         torch.testing.assert_close(weights_on[k], v)
 
 
+@pytest.mark.parametrize("family", [None, *LIKELIHOOD_FAMILIES])  # None: the paper's head
+def test_lora_trains_the_head_in_full_and_low_rank_updates_of_the_trunk(family, template_tok, tmp_path):
+    """reward_model.lora: the scalar head (new, and small) trains in full, the trunk's linear layers
+    by updates of rank <= r, nothing else moves (embeddings, norms); the model comes back as its
+    own class and saves and loads as any reward model."""
+    from rlhf import config, train
+
+    tok = template_tok
+    _, table, c = ranking_setup(tok, tmp_path)
+    c = dataclasses.replace(c, lr=1e-2, lora=config.LoraConfig(rank=2, alpha=4.0, dropout=0.0,
+                                                                 target_modules="all-linear"))
+    sft = lm_checkpoint(family or "gpt2", tmp_path / "sft_family", tok)
+    train.set_seed(0)
+    model = reward.from_sft(sft, 0.15 if family else 0.0)
+    model.config.pad_token_id = tok.pad_token_id
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cls = type(model)
+    history = reward.train(model, tok, table, c, 0, train.accelerator("cpu"))
+    assert history[-1]["rm/loss"] < history[0]["rm/loss"]
+    after = model.state_dict()
+    assert type(model) is cls and sorted(after) == sorted(before)
+    changed = {k for k in before if not torch.equal(after[k], before[k])}
+    heads = {k for k in before if k.startswith("score.")}  # a bias has no gradient: the loss takes differences
+    assert "score.weight" in changed
+    trunk = changed - heads
+    assert trunk and all(k.endswith(".weight") and (".attn." in k or ".mlp." in k or "_proj" in k) for k in trunk)
+    assert not any("emb" in k or "wte" in k or "norm" in k or "ln_" in k for k in changed)
+    for k in trunk:
+        assert torch.linalg.matrix_rank((after[k] - before[k]).float()) <= 2, k
+    reward.save(model, tok, tmp_path / "rm")
+    loaded = reward.load(tmp_path / "rm")
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v, after[k])
+
+
 def test_averaged_training_resumes_after_a_kill_with_the_same_weights(template_tok, tmp_path):
     from rlhf import train
 

@@ -97,6 +97,92 @@ def test_activation_checkpointing_needs_a_transformers_model():
         train.fit(tiny_model(), batches(), mse, steps=1, lr=0.1, activation_checkpointing=True)
 
 
+def lora(rank=4, targets="all-linear", dropout=0.0):
+    from rlhf import config
+
+    return config.LoraConfig(rank=rank, alpha=8.0, dropout=dropout, target_modules=targets)
+
+
+# the layers LoRA's all-linear adapts in two_layer_lm (every linear layer of the blocks)
+ALL_LINEAR = {"gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+              "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_lora_trains_low_rank_updates_of_the_target_layers_and_returns_the_plain_model(family):
+    """`lora`: only the adapters train (the optimizer sees nothing else); when training ends the
+    model is its own architecture again, every weight trainable, with a change of rank <= r in each
+    target layer's weight and none anywhere else (embeddings, norms, the LM head)."""
+    from rlhf import data, lm, models
+
+    blocks = torch.randint(0, 64, (12, 24), generator=torch.Generator().manual_seed(0))
+    model, _ = two_layer_lm(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def loss(m, batch):
+        seen.append(sorted(n for n, p in m.named_parameters() if p.requires_grad))
+        return lm.lm_loss(m, batch)
+    history = train.fit(model, data.block_batches(blocks, 4, 0), loss, steps=4, lr=3e-2, lora=lora(rank=2))
+    assert seen[0] and all(".lora_A." in n or ".lora_B." in n for n in seen[0])
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    assert not models.lora_layers(model) and all(p.requires_grad for p in model.parameters())
+    after = model.state_dict()
+    assert sorted(after) == sorted(before)
+    changed = {k for k in before if not torch.equal(after[k], before[k])}
+    assert changed == {k for k in before if k.endswith(".weight") and any(t in k for t in ALL_LINEAR[family])}
+    for k in changed:
+        assert torch.linalg.matrix_rank(after[k] - before[k]) <= 2, k
+
+
+def test_lora_on_named_layers_only():
+    from rlhf import data, lm
+
+    model, _ = two_layer_lm("gpt2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train.fit(model, data.block_batches(torch.randint(0, 64, (8, 24)), 4, 0), lm.lm_loss, steps=2, lr=3e-2,
+              lora=lora(targets=["c_attn"]))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"transformer.h.0.attn.c_attn.weight", "transformer.h.1.attn.c_attn.weight"}
+
+
+def test_lora_with_a_target_the_model_lacks_names_it():
+    model, _ = two_layer_lm("gpt2")
+    with pytest.raises(ValueError, match=r"LoRA in GPT2LMHeadModel: .*q_proj.*lora.target_modules is \['q_proj'\]"):
+        train.fit(model, batches(), mse, steps=1, lr=0.1, lora=lora(targets=["q_proj"]))
+    with pytest.raises(ValueError, match="holds no transformers model"):
+        train.fit(tiny_model(), batches(), mse, steps=1, lr=0.1, lora=lora())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_model_in_lora_training_saves_and_merges_as_the_plain_model_it_computes(family, tmp_path):
+    """`models.save` mid-training (SFT keeps its best epoch so) writes the plain model with the
+    updates folded in, and leaves the adapters training; `merge_lora` folds them in place. Both
+    compute what the model with adapters computes."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf import models
+
+    model, _ = two_layer_lm(family)
+    model.eval()
+    models.add_lora(model, lora())
+    with torch.no_grad():
+        for _, layer in models.lora_layers(model):
+            layer.lora_B["default"].weight.normal_(std=0.5)  # B starts at 0: a real update
+    ids = torch.randint(0, 64, (3, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(ids).logits
+    models.save(model, models.train_tokenizer(["a b c"] * 5, 270), tmp_path / "m")
+    assert models.lora_layers(model)  # still training
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert not any("lora" in k or "base_layer" in k for k in saved.state_dict())
+    models.merge_lora(model)
+    assert not models.lora_layers(model) and not hasattr(model, "peft_config")
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model(ids).logits, want, rtol=1e-4, atol=1e-4)
+
+
 def test_nan_guard_stops_and_marks_the_run_failed(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -133,10 +219,20 @@ SCRIPT = textwrap.dedent("""\
               eval_every=10, on_eval=on_eval, checkpoint_dir=ckpt, checkpoint_every=5, run_id="r1")
     torch.save(model.state_dict(), out)
     """)
+# the same with a GPT-2 LM under LoRA (dropout 0.1 in the adapters): the checkpoint holds the adapters
+LORA_SCRIPT = SCRIPT.replace("from test_train import tiny_model, batches, mse", """\
+from test_train import two_layer_lm, lora
+from rlhf import data, lm
+def tiny_model():
+    return two_layer_lm("gpt2")[0]
+def batches():
+    return data.block_batches(torch.randint(0, 64, (12, 24), generator=torch.Generator().manual_seed(0)), 4, 0)
+mse = lm.lm_loss""").replace("run_id=\"r1\")", "run_id=\"r1\", lora=lora(dropout=0.1))")
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, script_runner):
-    run = script_runner(SCRIPT)
+@pytest.mark.parametrize("script", [SCRIPT, LORA_SCRIPT], ids=["full", "lora"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, script_runner, script):
+    run = script_runner(script)
     assert run(tmp_path / "c1", tmp_path / "straight.pt", 0).returncode == 0
     killed = run(tmp_path / "c2", tmp_path / "resumed.pt", 23)
     assert killed.returncode == -9 and (tmp_path / "c2" / train.CHECKPOINT_FILE).exists()

@@ -15,7 +15,7 @@ def parser(doc: str, sections: tuple[str, ...]) -> argparse.ArgumentParser:
     """An argument parser whose --help lists the params keys the stage reads."""
     lines = []
     for s in sections:
-        for key, text in config.describe(config.SECTIONS[s]).items():
+        for key, text in config.describe_keys(config.SECTIONS[s]).items():
             lines.append(f"  {s}.{key}: {text}")
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="params.yaml keys read:\n" + "\n".join(lines))

@@ -182,6 +182,25 @@ def _check_import(section: str, source: str, import_path: str, max_quarantine_fr
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    rank: int
+    """r: rank of the update learned for each target weight, which itself stays frozen; the update is merged into the weight when the model is saved, so every checkpoint is a plain model (0: no LoRA, every weight trains)."""
+    alpha: float
+    """The update is scaled by alpha / rank (peft's lora_alpha)."""
+    dropout: float
+    """Dropout on each adapter's input (peft's lora_dropout)."""
+    target_modules: list[str] | Literal["all-linear"]
+    """Layers that get an update, by name or name suffix (GPT-2: [c_attn]; Llama: [q_proj, v_proj]); all-linear: every linear layer of the transformer blocks (not the LM head or a scalar head, which trains in full)."""
+
+    def __post_init__(self) -> None:
+        if self.rank < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"need rank >= 0, alpha > 0 and 0 <= dropout < 1; got rank {self.rank}, "
+                              f"alpha {self.alpha}, dropout {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("target_modules is empty; name layers, or write all-linear")
+
+
+@dataclass(frozen=True)
 class SFTConfig:
     epochs: int
     """Passes over the demonstrations."""
@@ -207,6 +226,8 @@ class SFTConfig:
     """Forward passes per micro-batch, its rows sorted by length and each pass cut to its rows' width: less padding read, the same loss up to float rounding (1: one pass; more than the rows: one pass per row)."""
     activation_checkpointing: bool
     """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients up to float rounding."""
+    lora: LoraConfig
+    """LoRA (Hu et al. 2021): train low-rank updates of the target layers instead of every weight; less optimizer memory, merged into the saved model."""
 
     def __post_init__(self) -> None:
         if self.eval_every < 1:
@@ -283,6 +304,8 @@ class RewardModelConfig:
     """Bootstrap resamples of the val prompts behind the 95% intervals of the shortfalls against the simulated labeler's agreement with gold (`rm/val_*_shortfall_lo`, `_hi`)."""
     activation_checkpointing: bool
     """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing): less memory for a large model, one more forward pass per step, the same gradients up to float rounding."""
+    lora: LoraConfig
+    """LoRA (Hu et al. 2021): train low-rank updates of the trunk's target layers and the scalar head in full instead of every weight; merged into the saved model."""
 
     def __post_init__(self) -> None:
         for key in ("length_groups", "average_seeds", "bootstrap"):
@@ -341,6 +364,8 @@ class PPOConfig:
     """Iterations between tables of sample responses logged to MLflow (0: none)."""
     activation_checkpointing: bool
     """Recompute each layer's activations in the backward pass instead of keeping them (gradient checkpointing), in the policy and the value model: less memory for a large model, one more forward pass per update, the same gradients up to float rounding."""
+    lora: LoraConfig
+    """LoRA (Hu et al. 2021) for the policy and the value model: low-rank updates of their target layers (and the value head in full) instead of every weight; merged into the saved policy. Its dropout must be 0 (PPO's ratios compare rollout- and update-time log-probabilities)."""
 
     def __post_init__(self) -> None:
         if not self.variants or len(set(self.variants)) != len(self.variants) or "ptx" not in self.variants:
@@ -358,6 +383,9 @@ class PPOConfig:
             raise ConfigError("ppo: kl_coef, vf_coef, ptx_coef, ptx_batch_size and sample_every must not be negative")
         if self.ptx_coef > 0 and self.ptx_batch_size < 1:
             raise ConfigError("ppo: ptx_coef > 0 needs ptx_batch_size >= 1")
+        if self.lora.dropout:
+            raise ConfigError(f"ppo: lora.dropout must be 0, got {self.lora.dropout}: PPO runs without dropout, so "
+                              "that the ratio of update- to rollout-time probabilities starts at 1")
 
 
 @dataclass(frozen=True)
@@ -426,14 +454,17 @@ def build(cls: type, values: Any, section: str, path: str | Path = "params.yaml"
         raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
     kwargs = {}
     for name in names:
+        if dataclasses.is_dataclass(hints[name]):  # a section inside the section (sft.lora)
+            kwargs[name] = build(hints[name], values[name], f"{section}.{name}", path)
+            continue
         try:
             kwargs[name] = _coerce(values[name], hints[name])
         except TypeError as e:
             raise ConfigError(f"{where}: key '{name}': {e}") from None
     try:
         return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    except ConfigError as e:  # a section's own checks name it; one inside a section does not know its name
+        raise ConfigError(f"{where}: {e}" if "." in section else f"{path}: {e}") from None
 
 
 def load(section: str, path: str | Path = "params.yaml"):
@@ -531,6 +562,17 @@ def describe(cls: type) -> dict[str, str]:
     return docs
 
 
+def describe_keys(cls: type, prefix: str = "") -> dict[str, str]:
+    """`describe` with the keys of a section inside the section as well (`lora.rank`)."""
+    hints = typing.get_type_hints(cls)
+    keys = {}
+    for key, text in describe(cls).items():
+        keys[prefix + key] = text
+        if dataclasses.is_dataclass(hints[key]):
+            keys.update(describe_keys(hints[key], f"{prefix}{key}."))
+    return keys
+
+
 def as_dict(cfg: Any) -> dict[str, Any]:
-    """A config as a flat dict, for logging."""
+    """A config as a dict (a section inside it as a dict), for logging and run fingerprints."""
     return dataclasses.asdict(cfg)

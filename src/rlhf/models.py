@@ -135,26 +135,102 @@ def load_config(path: str | Path, dropout: float | None = None, **overrides):
     return cfg
 
 
-def checkpoint_activations(model: torch.nn.Module) -> None:
-    """Activation checkpointing (also called gradient checkpointing) on every transformers model in
-    `model` (PPO trains two, the policy and the value model): in training mode each layer keeps only
-    its input for the backward pass and recomputes the rest there, so memory holds one layer's
-    activations instead of all of them, for about one more forward pass of compute. Non-reentrant
-    (transformers' default), so dropout draws the same masks again and the gradients are those
-    without it up to float rounding. Evaluation and sampling, in eval mode, run as before."""
+def transformers_models(model: torch.nn.Module, what: str) -> list:
+    """The outermost transformers models in `model` (PPO trains two, the policy and the value model;
+    a CausalLM holds its trunk, a model too); a ValueError naming `what` when there is none."""
     from transformers import PreTrainedModel
 
-    inside: set[int] = set()  # modules of a model already set (a CausalLM holds its trunk, a model too)
+    found, inside = [], set()
     for m in model.modules():
-        if id(m) in inside or not isinstance(m, PreTrainedModel):
-            continue
+        if id(m) not in inside and isinstance(m, PreTrainedModel):
+            found.append(m)
+            inside.update(id(n) for n in m.modules())
+    if not found:
+        raise ValueError(f"{what}: {type(model).__name__} holds no transformers model")
+    return found
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Activation checkpointing (also called gradient checkpointing) on every transformers model in
+    `model`: in training mode each layer keeps only its input for the backward pass and recomputes
+    the rest there, so memory holds one layer's activations instead of all of them, for about one
+    more forward pass of compute. Non-reentrant (transformers' default), so dropout draws the same
+    masks again and the gradients are those without it up to float rounding. Evaluation and
+    sampling, in eval mode, run as before."""
+    for m in transformers_models(model, "activation checkpointing"):
         if not m.supports_gradient_checkpointing:
             raise ValueError(f"{type(m).__name__} cannot recompute its activations (transformers' activation "
                              "checkpointing); set the stage's activation_checkpointing to false")
         m.activation_checkpointing_enable()
-        inside.update(id(n) for n in m.modules())
-    if not inside:
-        raise ValueError(f"activation checkpointing: {type(model).__name__} holds no transformers model")
+
+
+# The scalar heads of reward and value models (transformers' *ForSequenceClassification): new or
+# small, so under LoRA they train in full.
+HEADS = ("score", "classifier")
+ADAPTER = "default"  # peft's name of the one adapter
+
+
+def add_lora(model: torch.nn.Module, lora) -> None:
+    """LoRA (Hu et al. 2021, via peft) in every transformers model in `model`: each target layer
+    (`lora.target_modules`) gets a trainable update B @ A of rank `lora.rank`, scaled by alpha / rank
+    and zero at the start (B starts at 0), and every other weight of the model is frozen but a
+    scalar head (`HEADS`). `merge_lora` folds the updates into the weights; `save` writes them
+    folded in. `lora`: a `config.LoraConfig`."""
+    import warnings
+
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    for m in transformers_models(model, "LoRA"):
+        cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
+        with warnings.catch_warnings():  # GPT-2's Conv1D layers: peft sets fan_in_fan_out itself, and says so
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set")
+            try:
+                inject_adapter_in_model(cfg, m, adapter_name=ADAPTER)
+            except ValueError as e:
+                raise ValueError(f"LoRA in {type(m).__name__}: {e} (the stage's lora.target_modules is "
+                                 f"{lora.target_modules!r})") from None
+        for name, p in m.named_parameters():
+            p.requires_grad_(".lora_" in f".{name}" or name.split(".")[0] in HEADS)
+
+
+def lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, layer) of every layer in `model` that carries a LoRA update (none before peft is imported)."""
+    import sys
+
+    lora = sys.modules.get("peft.tuners.lora")
+    return [] if lora is None else [(n, m) for n, m in model.named_modules() if isinstance(m, lora.LoraLayer)]
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s state dict as the plain model's (the keys it had before `add_lora`), each LoRA
+    update added to its weight; `model` is left as it is (training goes on)."""
+    state = model.state_dict()
+    for name, layer in lora_layers(model):
+        at, base = f"{name}.", f"{name}.base_layer."
+        for key in [k for k in state if k.startswith(at)]:
+            if key.startswith(base):
+                state[at + key[len(base):]] = state.pop(key)
+            else:  # the adapters' own weights
+                del state[key]
+        weight = state[at + "weight"]
+        state[at + "weight"] = weight + layer.get_delta_weight(ADAPTER).detach().to(weight.dtype)
+    return state
+
+
+def merge_lora(model: torch.nn.Module) -> None:
+    """Fold every LoRA update into its weight and put the plain layers back: `model` is again the
+    architecture it was before `add_lora` (its `save_pretrained` writes a plain checkpoint)."""
+    layers = lora_layers(model)
+    if not layers:
+        return
+    state = merged_state_dict(model)
+    for name, layer in layers:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    for m in model.modules():
+        m.__dict__.pop("peft_config", None)  # peft's note of the adapter on the model it went into
+    model.load_state_dict(state)
 
 
 def load_causal_lm(path: str | Path, dropout: float | None = None):
@@ -173,7 +249,8 @@ def save(model, tokenizer, path: str | Path) -> None:
     text. transformers sets both for each call anyway, so the tokenizer in memory loses nothing."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    # a model in LoRA training is saved as the plain model with its updates folded in
+    model.save_pretrained(path, state_dict=merged_state_dict(model) if lora_layers(model) else None)
     backend = getattr(tokenizer, "backend_tokenizer", None)  # None for a slow (Python) tokenizer
     if backend is not None:
         backend.no_truncation()

@@ -215,7 +215,7 @@ class PPOTrainer:
         train.fit(self.model, self.batches, self.loss, steps=self.cfg.steps * self.per_iteration, lr=self.cfg.lr,
                   accel=self.accel, prefix="ppo", on_step=self.on_step, checkpoint_dir=checkpoint_dir,
                   checkpoint_every=every, run_id=run_id, state=self.state,
-                  activation_checkpointing=self.cfg.activation_checkpointing)
+                  activation_checkpointing=self.cfg.activation_checkpointing, lora=self.cfg.lora)
         return self.state["history"]
 
     def batches(self, start: int) -> Iterator[dict]:

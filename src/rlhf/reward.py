@@ -255,7 +255,7 @@ def train(model, tokenizer, table, c, seed: int, accel, **fit_kwargs) -> list[di
     return fit(model, ranking_batches(tokenizer, table, c.batch_size, models.max_positions(model), seed), loss,
                steps=train_steps(len(table), c, accel.num_processes), lr=c.lr, warmup_steps=c.warmup_steps,
                grad_accum=c.grad_accum, accel=accel, prefix="rm", activation_checkpointing=c.activation_checkpointing,
-               **fit_kwargs)
+               lora=c.lora, **fit_kwargs)
 
 
 def untrained(sft: str | Path, tokenizer, c):

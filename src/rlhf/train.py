@@ -83,7 +83,8 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
         on_step: Callable[[int, dict], None] | None = None,
         eval_every: int = 0, on_eval: Callable[[int, dict], None] | None = None,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, run_id: str = "",
-        state: dict | None = None, prefix: str = "train", activation_checkpointing: bool = False) -> list[dict]:
+        state: dict | None = None, prefix: str = "train", activation_checkpointing: bool = False,
+        lora=None) -> list[dict]:
     """Train `model` for `steps` optimizer steps of `grad_accum` micro-batches each; returns the
     per-step stats (of this process; a resumed run returns those since the checkpoint).
 
@@ -101,12 +102,21 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
     removed when training ends (the caller's own files in the folder are left).
     `activation_checkpointing` recomputes each layer's activations in the backward pass instead of
     keeping them (`models.checkpoint_activations`): less memory, the same gradients up to float rounding.
+    `lora` (a `config.LoraConfig` of rank > 0) trains low-rank updates of the model's layers instead
+    of its weights (`models.add_lora`); when training ends they are folded into the weights
+    (`models.merge_lora`), so the model returned has its own architecture and trainable flags again.
     """
-    accel = accel or accelerator("cpu", grad_accum)
-    if activation_checkpointing:
-        from rlhf.models import checkpoint_activations
+    from rlhf import models
 
-        checkpoint_activations(model)
+    accel = accel or accelerator("cpu", grad_accum)
+    trainable = [(p, p.requires_grad) for p in model.parameters()]
+    if lora is not None and lora.rank:
+        models.add_lora(model, lora)
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        accel.print(f"{prefix}: LoRA of rank {lora.rank}: {n:,} of {total:,} parameters train ({n / total:.2%})")
+    if activation_checkpointing:
+        models.checkpoint_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup_steps))
@@ -153,6 +163,9 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
     accel.wait_for_everyone()
     if ckpt and accel.is_main_process:
         ckpt.unlink(missing_ok=True)
+    models.merge_lora(unwrap(model))
+    for p, flag in trainable:
+        p.requires_grad_(flag)
     model.eval()
     return history
 
