@@ -15,9 +15,10 @@ two moments and the activations), with glibc's allocator set as the stages set i
 (`rlhf.startup.tune_malloc`); on CUDA `torch.cuda.max_memory_allocated` (bf16 autocast, as the
 stages train there) and the same peak minus the model's own weights; beside them, the gradients and
 AdamW's moments of the trained parameters, which LoRA shrinks (12 bytes each). Time is the median
-step after the first two. All runs start from the same weights and batches: checkpointing must not change the
-losses (the largest difference is printed), and LoRA's first loss is full training's (its updates
-start at zero). Figures, never a pass/fail. Prints a table, then as its last line one JSON object.
+step after the first two. All runs start from the same weights and batches: checkpointing must not
+change the losses (the largest difference is printed), and LoRA's first loss is full training's
+(its updates start at zero). Figures, never a pass/fail. Prints a table, then as its last line one
+JSON object.
 """
 
 from __future__ import annotations
