@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "benchmarks" / "memory.py")
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=45)
 def test_bench_memory_tiny():
     out = subprocess.run([sys.executable, SCRIPT, "--n-layer", "2", "--n-embd", "32", "--n-head", "2",
                           "--vocab-size", "300", "--batch-size", "4", "--seq-len", "32", "--steps", "3",
