@@ -191,7 +191,7 @@ def add_lora(model: torch.nn.Module, lora) -> None:
                 raise ValueError(f"LoRA in {type(m).__name__}: {e} (the stage's lora.target_modules is "
                                  f"{lora.target_modules!r})") from None
         for name, p in m.named_parameters():
-            p.requires_grad_(".lora_" in f".{name}" or name.split(".")[0] in HEADS)
+            p.requires_grad_(".lora_" in name or name.split(".")[0] in HEADS)
 
 
 def lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:

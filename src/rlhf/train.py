@@ -109,8 +109,9 @@ def fit(model: torch.nn.Module, batches: Iterator[Any] | Callable[[int], Iterato
     from rlhf import models
 
     accel = accel or accelerator("cpu", grad_accum)
-    trainable = [(p, p.requires_grad) for p in model.parameters()]
+    trainable = []  # under LoRA, the flags add_lora changes, to put back when the updates are merged
     if lora is not None and lora.rank:
+        trainable = [(p, p.requires_grad) for p in model.parameters()]
         models.add_lora(model, lora)
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
